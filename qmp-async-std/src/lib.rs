@@ -1,0 +1,1 @@
+//! qmp-async-std: not yet implemented (see the project issues).

@@ -1,0 +1,1 @@
+//! qmp-blocking: not yet implemented (see the project issues).

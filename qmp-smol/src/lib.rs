@@ -1,0 +1,1 @@
+//! qmp-smol: not yet implemented (see the project issues).
