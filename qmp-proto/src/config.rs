@@ -1,0 +1,71 @@
+//! Limits and options for a [`Session`](crate::Session) and a [`Decoder`](crate::Decoder).
+
+/// Limits that bound what the decoder accepts from the peer and what the encoder lets the caller send.
+///
+/// The defaults follow QEMU's own limits: 64 MiB per message (QEMU's input limit, and about the size of
+/// the largest real reply, QGA's `guest-file-read`), nesting accepted to 4096 levels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message accepted from the peer, in bytes. A larger message is skipped and reported as
+    /// [`DecodeError::TooLarge`](crate::DecodeError::TooLarge); the decoder never buffers more than this.
+    pub max_message_size: usize,
+    /// Deepest nesting of objects and arrays accepted from the peer (the top-level object is depth 1).
+    /// A deeper message is skipped and reported as [`DecodeError::TooDeep`](crate::DecodeError::TooDeep).
+    /// Parsing is iterative, so any value is safe for the stack; values above 4096 only cost memory.
+    pub max_depth: usize,
+    /// Largest command the encoder will produce, in bytes. QEMU rejects larger input without an id,
+    /// which would leave the command without an answer, so the limit is checked before sending.
+    pub max_command_size: usize,
+    /// Deepest nesting the encoder will produce. QEMU accepts 1024 and answers deeper input with
+    /// id-less errors.
+    pub max_command_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 64 << 20,
+            max_depth: 4096,
+            max_command_size: 64 << 20,
+            max_command_depth: 1024,
+        }
+    }
+}
+
+/// Configuration of a [`Session`](crate::Session).
+///
+/// ```
+/// use qmp_proto::{Config, Session};
+/// let config = Config { request_oob: true, ..Config::default() };
+/// let session = Session::new(config);
+/// # let _ = session;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Limits on what is decoded and encoded.
+    pub limits: Limits,
+    /// Ask for the `oob` capability during negotiation when the server offers it. Needed for
+    /// `exec-oob`. Default: false.
+    pub request_oob: bool,
+    /// With `oob` negotiated, how many in-band commands may be in flight at once. QEMU stops reading
+    /// its input when 8 in-band commands are queued, which would stall an `exec-oob` behind them, so
+    /// further commands wait in the session. Without `oob`, QEMU reads commands one after another and
+    /// there is no limit. Default: 8.
+    pub max_inband_in_flight: usize,
+    /// Prefix of the command ids this session sends. `None` (the default) draws a random 4-letter
+    /// prefix per session, so that stale replies to an earlier connection's commands are not mistaken
+    /// for replies to this one's. Set it for deterministic tests. Characters other than ASCII letters,
+    /// digits, `-`, `_` and `.` are replaced by `_`.
+    pub id_prefix: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            request_oob: false,
+            max_inband_in_flight: 8,
+            id_prefix: None,
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! An iterative JSON parser that builds `serde_json::Value`.
+//!
+//! serde_json's parser recurses once per nesting level and needs about 1 KiB of stack per level in
+//! debug builds (measured: a 2 MiB thread overflows at depth 4096), so a deeply nested message from the
+//! peer could crash the caller's thread. This parser keeps its own stack of open containers on the heap.
+//! It accepts exactly RFC 8259 JSON; QEMU's non-JSON numbers (`inf`, `nan`) are errors.
+
+use serde_json::{Map, Number, Value};
+use std::fmt;
+
+/// Why a byte sequence is not valid JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonError {
+    /// Byte offset in the message where the problem was found.
+    pub offset: usize,
+    /// What was wrong there.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.reason, self.offset)
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+enum Open {
+    Array(Vec<Value>),
+    Object(Map<String, Value>, String),
+}
+
+struct Parser<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+/// Parses one JSON value (with optional surrounding whitespace) that nests at most `max_depth` deep.
+pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
+    let mut p = Parser { bytes, pos: 0 };
+    let v = p.value(max_depth)?;
+    p.skip_ws();
+    if p.pos != bytes.len() {
+        return Err(p.err("trailing characters after the value"));
+    }
+    Ok(v)
+}
+
+impl<'a> Parser<'a> {
+    fn err(&self, reason: &'static str) -> JsonError {
+        JsonError {
+            offset: self.pos,
+            reason,
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn expect(&mut self, b: u8, reason: &'static str) -> Result<(), JsonError> {
+        self.skip_ws();
+        if self.peek() == Some(b) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.err(reason))
+        }
+    }
+
+    fn value(&mut self, max_depth: usize) -> Result<Value, JsonError> {
+        let mut stack: Vec<Open> = Vec::new();
+        loop {
+            // Parse a value, or open a container.
+            self.skip_ws();
+            let mut v = match self.peek() {
+                Some(b'{') => {
+                    self.pos += 1;
+                    if stack.len() >= max_depth {
+                        return Err(self.err("nesting too deep"));
+                    }
+                    self.skip_ws();
+                    if self.peek() == Some(b'}') {
+                        self.pos += 1;
+                        Value::Object(Map::new())
+                    } else {
+                        let key = self.key()?;
+                        stack.push(Open::Object(Map::new(), key));
+                        continue;
+                    }
+                }
+                Some(b'[') => {
+                    self.pos += 1;
+                    if stack.len() >= max_depth {
+                        return Err(self.err("nesting too deep"));
+                    }
+                    self.skip_ws();
+                    if self.peek() == Some(b']') {
+                        self.pos += 1;
+                        Value::Array(Vec::new())
+                    } else {
+                        stack.push(Open::Array(Vec::new()));
+                        continue;
+                    }
+                }
+                Some(b'"') => Value::String(self.string()?),
+                Some(b't') => self.literal(b"true", Value::Bool(true))?,
+                Some(b'f') => self.literal(b"false", Value::Bool(false))?,
+                Some(b'n') => self.literal(b"null", Value::Null)?,
+                Some(b'-' | b'0'..=b'9') => self.number()?,
+                Some(_) => return Err(self.err("expected a value")),
+                None => return Err(self.err("unexpected end of input")),
+            };
+            // Attach the value to the innermost open container, closing containers as they end.
+            loop {
+                match stack.last_mut() {
+                    None => return Ok(v),
+                    Some(Open::Array(items)) => {
+                        items.push(v);
+                        self.skip_ws();
+                        match self.peek() {
+                            Some(b',') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            Some(b']') => self.pos += 1,
+                            _ => return Err(self.err("expected ',' or ']' in array")),
+                        }
+                    }
+                    Some(Open::Object(map, key)) => {
+                        map.insert(std::mem::take(key), v);
+                        self.skip_ws();
+                        match self.peek() {
+                            Some(b',') => {
+                                self.pos += 1;
+                                self.skip_ws();
+                                *key = self.key()?;
+                                break;
+                            }
+                            Some(b'}') => self.pos += 1,
+                            _ => return Err(self.err("expected ',' or '}' in object")),
+                        }
+                    }
+                }
+                // The innermost container just closed: it becomes the value to attach.
+                v = match stack.pop() {
+                    Some(Open::Array(items)) => Value::Array(items),
+                    Some(Open::Object(map, _)) => Value::Object(map),
+                    None => unreachable!("stack checked non-empty above"),
+                };
+            }
+        }
+    }
+
+    /// A member name and its colon.
+    fn key(&mut self) -> Result<String, JsonError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.err("expected a member name"));
+        }
+        let k = self.string()?;
+        self.expect(b':', "expected ':' after member name")?;
+        Ok(k)
+    }
+
+    fn literal(&mut self, word: &'static [u8], v: Value) -> Result<Value, JsonError> {
+        if self.bytes[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(v)
+        } else {
+            Err(self.err("invalid literal"))
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    fn number(&mut self) -> Result<Value, JsonError> {
+        let start = self.pos;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+        }
+        let int_start = self.pos;
+        match self.digits() {
+            0 => return Err(self.err("invalid number")),
+            n if n > 1 && self.bytes[int_start] == b'0' => {
+                return Err(JsonError {
+                    offset: int_start,
+                    reason: "leading zero in number",
+                })
+            }
+            _ => {}
+        }
+        let mut integral = true;
+        if self.peek() == Some(b'.') {
+            integral = false;
+            self.pos += 1;
+            if self.digits() == 0 {
+                return Err(self.err("invalid number"));
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            integral = false;
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.err("invalid number"));
+            }
+        }
+        // Only ASCII digits and signs were accepted above, so this cannot fail.
+        let text = std::str::from_utf8(&self.bytes[start..self.pos]).unwrap_or("");
+        if integral {
+            // serde_json reads "-0" as the float -0.0; so do we.
+            if negative && text != "-0" {
+                if let Ok(n) = text.parse::<i64>() {
+                    return Ok(Value::Number(n.into()));
+                }
+            } else if !negative {
+                if let Ok(n) = text.parse::<u64>() {
+                    return Ok(Value::Number(n.into()));
+                }
+            }
+        }
+        match text.parse::<f64>().ok().and_then(Number::from_f64) {
+            Some(n) => Ok(Value::Number(n)),
+            None => Err(JsonError {
+                offset: start,
+                reason: "number out of range",
+            }),
+        }
+    }
+
+    /// A string starting at the opening quote.
+    fn string(&mut self) -> Result<String, JsonError> {
+        self.pos += 1;
+        let mut out = String::new();
+        loop {
+            let rest = &self.bytes[self.pos..];
+            let Some(k) = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            else {
+                return Err(JsonError {
+                    offset: self.bytes.len(),
+                    reason: "unterminated string",
+                });
+            };
+            let run = std::str::from_utf8(&rest[..k]).map_err(|e| JsonError {
+                offset: self.pos + e.valid_up_to(),
+                reason: "invalid UTF-8 in string",
+            })?;
+            out.push_str(run);
+            self.pos += k;
+            match self.bytes[self.pos] {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    self.escape(&mut out)?;
+                }
+                _ => return Err(self.err("control character in string")),
+            }
+        }
+    }
+
+    fn escape(&mut self, out: &mut String) -> Result<(), JsonError> {
+        let Some(b) = self.peek() else {
+            return Err(self.err("unterminated string"));
+        };
+        self.pos += 1;
+        let c = match b {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hi = self.hex4()?;
+                match hi {
+                    0xD800..=0xDBFF => {
+                        if self.bytes[self.pos..].starts_with(b"\\u") {
+                            self.pos += 2;
+                            let lo = self.hex4()?;
+                            if !(0xDC00..=0xDFFF).contains(&lo) {
+                                return Err(self.err("invalid low surrogate"));
+                            }
+                            let cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                            char::from_u32(cp).ok_or_else(|| self.err("invalid escape"))?
+                        } else {
+                            return Err(self.err("lone surrogate in string"));
+                        }
+                    }
+                    0xDC00..=0xDFFF => return Err(self.err("lone surrogate in string")),
+                    _ => char::from_u32(hi).ok_or_else(|| self.err("invalid escape"))?,
+                }
+            }
+            _ => return Err(self.err("invalid escape")),
+        };
+        out.push(c);
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32, JsonError> {
+        let Some(h) = self.bytes.get(self.pos..self.pos + 4) else {
+            return Err(self.err("truncated \\u escape"));
+        };
+        let mut v = 0u32;
+        for &b in h {
+            let d = (b as char)
+                .to_digit(16)
+                .ok_or_else(|| self.err("invalid \\u escape"))?;
+            v = v * 16 + d;
+        }
+        self.pos += 4;
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ok(s: &str) -> Value {
+        parse(s.as_bytes(), 4096).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn agrees_with_serde_json() {
+        let samples = [
+            r#"{"a": [1, -2, 3.5, 1e3, -0, 0.25e-2, true, false, null, "x"], "b": {}}"#,
+            r#"{"s": "\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00 caf\u00E9", "u": "é😀"}"#,
+            r#"{"big": 18446744073709551615, "neg": -9223372036854775808, "f": 1.8446744073709552e+19}"#,
+            r#"{"over": 18446744073709551616, "under": -9223372036854775809}"#,
+            " \r\n{\"x\" : [ [ ] , { } ] }\r\n",
+        ];
+        for s in samples {
+            let expected: Value = serde_json::from_str(s).unwrap();
+            assert_eq!(ok(s), expected, "{s}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_json_rejects() {
+        for bad in [
+            "{",
+            "{]",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\": inf}",
+            "{\"a\": nan}",
+            "{\"a\": -inf}",
+            "{\"a\": 01}",
+            "{\"a\": 1.}",
+            "{\"a\": .5}",
+            "{\"a\": 1e}",
+            "{\"a\": tru}",
+            "{\"a\": \"\u{1}\"}",
+            "{\"a\": \"\\x\"}",
+            "{\"a\": \"\\ud800\"}",
+            "{\"a\": \"\\udc00x\"}",
+            "{\"a\": 1,}",
+            "[1,]",
+            "{} {}",
+            "{'a': 1}",
+            "{\"a\": 1e400}",
+            "\"abc",
+        ] {
+            assert!(parse(bad.as_bytes(), 64).is_err(), "accepted {bad:?}");
+        }
+        assert!(parse(b"{\"a\": \"\xff\"}", 64).is_err());
+    }
+
+    #[test]
+    fn depth_limit_is_exact() {
+        let at = format!("{}{}", "[".repeat(1024), "]".repeat(1024));
+        assert!(parse(at.as_bytes(), 1024).is_ok());
+        let over = format!("{}{}", "[".repeat(1025), "]".repeat(1025));
+        assert_eq!(
+            parse(over.as_bytes(), 1024).unwrap_err().reason,
+            "nesting too deep"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_uses_no_stack() {
+        // Runs in a small thread: a recursive parser would overflow at this depth.
+        let h = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(|| {
+                let s = format!("{{\"a\": {}1{}}}", "[".repeat(4095), "]".repeat(4095));
+                // Dropping a deep Value recurses; leak it so only the parser's stack use is measured.
+                parse(s.as_bytes(), 4096).map(std::mem::forget)
+            })
+            .unwrap();
+        assert!(h.join().unwrap().is_ok());
+    }
+
+    #[test]
+    fn last_duplicate_key_wins() {
+        assert_eq!(ok(r#"{"a": 1, "a": 2}"#), json!({"a": 2}));
+    }
+}

@@ -1,0 +1,827 @@
+//! The session state machine: negotiation, command ids, flow control, matching replies.
+//!
+//! ```text
+//!  AwaitingGreeting --greeting--> Negotiating --qmp_capabilities ok--> Ready
+//!         |                           |  (refused/undecodable)          |
+//!         +------------EOF / close()--+-------------+------------------+--> Closed
+//! ```
+//! The caller feeds bytes ([`Session::receive`], [`Session::receive_eof`]), drains what happened
+//! ([`Session::poll_output`]) and what to write ([`Session::poll_transmit`]). Nothing here does I/O.
+//!
+//! # Who answers a command
+//! Every submitted command ends exactly once, as an [`Output::Reply`] with its [`CommandId`], unless
+//! the caller [abandoned](Session::abandon) it first:
+//! - QEMU's reply, matched by id: `Ok(return)` or [`CommandError::Qmp`].
+//! - A reply that could not be decoded (too large, too deep, not JSON, not QMP) fails the command
+//!   whose top-level `id` the decoder recovered while skipping it: [`CommandError::Undecodable`].
+//!   The decoder finds the top-level `id` wherever it stands in the message (QEMU writes it first in
+//!   errors, last in returns), so this works for any reply QEMU sends.
+//! - `exec-oob` queued before negotiation when `oob` turns out not to be available:
+//!   [`CommandError::OobNotNegotiated`].
+//! - When the session closes (EOF, failed negotiation, [`Session::close`]) every command still
+//!   outstanding fails with [`CommandError::Closed`]; messages completed before EOF are delivered first.
+//!
+//! Replies that match no outstanding command (stale replies from an earlier connection, replies to
+//! abandoned commands) and id-less error replies (QEMU's answer to input it could not parse) never
+//! fail a command; they are reported as [`Warning`]s (except late replies to abandoned commands,
+//! which are only counted) and the session goes on.
+
+use crate::encode::{encode_command, CommandText, EncodeError};
+use crate::{
+    Command, Config, DecodeError, Decoder, Event, Greeting, QmpError, Reply, ServerMessage,
+};
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+
+/// Most file descriptors one command may carry (QEMU's `TCP_MAX_FDS`).
+pub const MAX_FDS_PER_COMMAND: usize = 16;
+
+/// Identifies a submitted command for the lifetime of its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CommandId(u64);
+
+impl CommandId {
+    /// The counter part of the id (the wire id is the session's prefix followed by this number).
+    pub fn number(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for CommandId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Where the session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Connected; waiting for the server's greeting. Commands are queued.
+    AwaitingGreeting,
+    /// The greeting arrived and `qmp_capabilities` is being negotiated. Commands are queued.
+    Negotiating,
+    /// Negotiation is complete; commands are sent.
+    Ready,
+    /// The session ended; nothing more is sent or received.
+    Closed,
+}
+
+/// Why a session closed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CloseReason {
+    /// The peer closed the connection (end of stream, hang-up or reset).
+    Disconnected,
+    /// The server refused `qmp_capabilities`.
+    NegotiationRefused(QmpError),
+    /// The reply to `qmp_capabilities` could not be decoded.
+    NegotiationUndecodable(DecodeError),
+    /// The caller closed the session with [`Session::close`].
+    Local,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Disconnected => f.write_str("disconnected: the connection to QEMU closed"),
+            CloseReason::NegotiationRefused(e) => {
+                write!(f, "QEMU refused capability negotiation: {e}")
+            }
+            CloseReason::NegotiationUndecodable(e) => {
+                write!(
+                    f,
+                    "capability negotiation failed: the reply could not be decoded: {e}"
+                )
+            }
+            CloseReason::Local => f.write_str("the session was closed by the client"),
+        }
+    }
+}
+
+/// Why a command did not succeed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandError {
+    /// QEMU answered with an error.
+    Qmp(QmpError),
+    /// QEMU's reply could not be decoded; it was skipped.
+    Undecodable(DecodeError),
+    /// An `exec-oob` command was queued before negotiation, and `oob` was not negotiated.
+    OobNotNegotiated,
+    /// The session closed before the reply arrived.
+    Closed(CloseReason),
+}
+
+impl CommandError {
+    /// True when the command failed because the connection to QEMU ended.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, CommandError::Closed(CloseReason::Disconnected))
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::Qmp(e) => write!(f, "QEMU returned an error: {e}"),
+            CommandError::Undecodable(e) => write!(f, "the reply could not be decoded: {e}"),
+            CommandError::OobNotNegotiated => {
+                f.write_str("exec-oob needs the 'oob' capability, which was not negotiated")
+            }
+            CommandError::Closed(r) => write!(f, "no reply: {r}"),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// Why a command was refused at submission; nothing was queued.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The command could not be encoded, or QEMU would reject it without an id.
+    Encode(EncodeError),
+    /// `exec-oob` needs the `oob` capability: it was not negotiated, or not requested in the
+    /// [`Config`].
+    OobNotNegotiated,
+    /// More file descriptors than one command can carry.
+    TooManyFds {
+        /// How many were asked for.
+        count: usize,
+    },
+    /// The session is closed.
+    Closed,
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Encode(e) => write!(f, "command refused: {e}"),
+            SubmitError::OobNotNegotiated => f.write_str(
+                "exec-oob needs the 'oob' capability: set Config::request_oob and use a server that offers it",
+            ),
+            SubmitError::TooManyFds { count } => write!(
+                f,
+                "a command can carry at most {MAX_FDS_PER_COMMAND} file descriptors, not {count}"
+            ),
+            SubmitError::Closed => f.write_str("the session is closed"),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SubmitError::Encode(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<EncodeError> for SubmitError {
+    fn from(e: EncodeError) -> Self {
+        SubmitError::Encode(e)
+    }
+}
+
+/// Something the session noticed that fails no command. The session goes on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Warning {
+    /// Bytes that could not be decoded and belong to no outstanding command.
+    Decode(DecodeError),
+    /// An error reply without an id: QEMU's answer to input it could not parse. Outstanding commands
+    /// stay outstanding.
+    ErrorWithoutId(QmpError),
+    /// A reply whose id matches no outstanding command (e.g. a stale reply to a command of an
+    /// earlier connection). It was dropped.
+    UnmatchedReply {
+        /// The reply's id, if it had one.
+        id: Option<Value>,
+    },
+    /// A second greeting, or a greeting after the session closed. Ignored.
+    UnexpectedGreeting(Greeting),
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::Decode(e) => write!(f, "{e}"),
+            Warning::ErrorWithoutId(e) => write!(f, "QEMU could not read some input: {e}"),
+            Warning::UnmatchedReply { id: Some(id) } => {
+                write!(f, "dropped a reply with unknown id {id}")
+            }
+            Warning::UnmatchedReply { id: None } => f.write_str("dropped a reply without id"),
+            Warning::UnexpectedGreeting(_) => f.write_str("ignored an unexpected greeting"),
+        }
+    }
+}
+
+/// What the session produced, drained with [`Session::poll_output`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// The server's greeting arrived; negotiation starts.
+    Greeting(Greeting),
+    /// Negotiation completed: queued commands can now be sent.
+    Ready,
+    /// A command's outcome.
+    Reply {
+        /// The command, as returned by the submit call.
+        id: CommandId,
+        /// QEMU's `return` value, or why there is none.
+        result: Result<Value, CommandError>,
+    },
+    /// A QMP event.
+    Event(Event),
+    /// Something that fails no command; see [`Warning`].
+    Warning(Warning),
+    /// The session closed. Every outstanding command has been answered before this.
+    Closed(CloseReason),
+}
+
+/// Bytes to write for one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The command these bytes are.
+    pub id: CommandId,
+    /// The encoded command, one line.
+    pub bytes: Bytes,
+    /// How many file descriptors the caller must attach to the same write (SCM_RIGHTS), as declared
+    /// with [`ExecuteOptions::fds`].
+    pub fds: usize,
+}
+
+/// Options for [`Session::execute_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecuteOptions {
+    /// Send as `exec-oob` (needs `oob` negotiated).
+    pub oob: bool,
+    /// The command carries this many file descriptors (at most [`MAX_FDS_PER_COMMAND`]). QEMU keeps
+    /// only the latest batch of descriptors, so the session keeps at most one such command in flight.
+    pub fds: usize,
+}
+
+/// Counters of things that were dropped or reported; see [`Session::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// QMP events decoded.
+    pub events: u64,
+    /// Replies matching no outstanding command.
+    pub unmatched_replies: u64,
+    /// Late replies to abandoned commands, discarded.
+    pub discarded_replies: u64,
+    /// Error replies without id.
+    pub errors_without_id: u64,
+    /// Messages or byte runs that could not be decoded.
+    pub decode_errors: u64,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting in a queue to be sent.
+    Queued(Bytes),
+    /// Sent; waiting for the reply.
+    InFlight,
+    /// Sent, then abandoned by the caller; its reply will be discarded.
+    Abandoned,
+}
+
+#[derive(Debug)]
+struct Entry {
+    oob: bool,
+    fds: usize,
+    phase: Phase,
+}
+
+/// The QMP client protocol state machine. See the [module docs](self).
+///
+/// ```
+/// use qmp_proto::{Config, Output, Session};
+/// let mut session = Session::new(Config { id_prefix: Some("t".into()), ..Config::default() });
+/// let id = session.execute("query-status", &()).unwrap(); // queued until negotiated
+/// session.receive(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \
+///     \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n");
+/// let negotiate = session.poll_transmit().unwrap();
+/// assert_eq!(&negotiate.bytes[..], b"{\"execute\":\"qmp_capabilities\",\"id\":\"t1\"}\n");
+/// session.receive(b"{\"return\": {}, \"id\": \"t1\"}\r\n");
+/// let cmd = session.poll_transmit().unwrap();
+/// assert_eq!(&cmd.bytes[..], b"{\"execute\":\"query-status\",\"id\":\"t0\"}\n");
+/// session.receive(b"{\"return\": {\"status\": \"running\", \"running\": true}, \"id\": \"t0\"}\r\n");
+/// assert!(matches!(session.poll_output(), Some(Output::Greeting(_))));
+/// assert!(matches!(session.poll_output(), Some(Output::Ready)));
+/// match session.poll_output() {
+///     Some(Output::Reply { id: got, result: Ok(v) }) => {
+///         assert_eq!(got, id);
+///         assert_eq!(v["status"], "running");
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Session {
+    config: Config,
+    state: State,
+    decoder: Decoder,
+    decoded: Vec<Result<ServerMessage, DecodeError>>,
+    outputs: VecDeque<Output>,
+    greeting: Option<Greeting>,
+    oob_enabled: bool,
+    prefix: String,
+    next_id: u64,
+    encode_buf: BytesMut,
+    entries: HashMap<u64, Entry>,
+    abandoned: usize,
+    inband_queue: VecDeque<u64>,
+    oob_queue: VecDeque<u64>,
+    /// The `qmp_capabilities` command: its id, and its bytes until transmitted.
+    negotiation: Option<(u64, Option<Bytes>)>,
+    inband_in_flight: usize,
+    fd_command_in_flight: bool,
+    stats: Stats,
+}
+
+fn random_prefix() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    let mut n = h.finish();
+    (0..4)
+        .map(|_| {
+            let c = (b'a' + (n % 26) as u8) as char;
+            n /= 26;
+            c
+        })
+        .collect()
+}
+
+fn sanitize_prefix(p: &str) -> String {
+    p.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Session {
+    /// A session for a connection that has just been made (state [`State::AwaitingGreeting`]).
+    pub fn new(config: Config) -> Self {
+        let prefix = match &config.id_prefix {
+            Some(p) => sanitize_prefix(p),
+            None => random_prefix(),
+        };
+        Session {
+            decoder: Decoder::new(&config.limits),
+            config,
+            state: State::AwaitingGreeting,
+            decoded: Vec::new(),
+            outputs: VecDeque::new(),
+            greeting: None,
+            oob_enabled: false,
+            prefix,
+            next_id: 0,
+            encode_buf: BytesMut::new(),
+            entries: HashMap::new(),
+            abandoned: 0,
+            inband_queue: VecDeque::new(),
+            oob_queue: VecDeque::new(),
+            negotiation: None,
+            inband_in_flight: 0,
+            fd_command_in_flight: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The server's greeting, once received.
+    pub fn greeting(&self) -> Option<&Greeting> {
+        self.greeting.as_ref()
+    }
+
+    /// Whether `oob` was negotiated (so `exec-oob` is available).
+    pub fn oob_enabled(&self) -> bool {
+        self.oob_enabled
+    }
+
+    /// The prefix of this session's command ids on the wire.
+    pub fn id_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Counters of dropped and reported messages.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Commands submitted and not yet answered or abandoned (queued or in flight).
+    pub fn outstanding(&self) -> usize {
+        self.entries.len() - self.abandoned
+    }
+
+    /// Bytes of an incomplete message held by the decoder; never more than the size limit.
+    pub fn buffered(&self) -> usize {
+        self.decoder.buffered()
+    }
+
+    /// Submits a command with arguments (`&()` for none). The command is queued and its bytes are
+    /// handed out by [`Session::poll_transmit`] once negotiation is complete.
+    pub fn execute<A: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        arguments: &A,
+    ) -> Result<CommandId, SubmitError> {
+        self.execute_with(name, arguments, ExecuteOptions::default())
+    }
+
+    /// Submits an out-of-band command (`exec-oob`). Refused unless `oob` is negotiated, or requested
+    /// and negotiation has not finished yet.
+    pub fn execute_oob<A: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        arguments: &A,
+    ) -> Result<CommandId, SubmitError> {
+        self.execute_with(name, arguments, ExecuteOptions { oob: true, fds: 0 })
+    }
+
+    /// Submits a typed command. Decode its reply with [`Command::decode_output`].
+    pub fn submit<C: Command>(&mut self, command: &C) -> Result<CommandId, SubmitError> {
+        self.execute_with(C::NAME, command, ExecuteOptions::default())
+    }
+
+    /// Submits a command with options (out-of-band, file descriptors).
+    pub fn execute_with<A: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        arguments: &A,
+        options: ExecuteOptions,
+    ) -> Result<CommandId, SubmitError> {
+        if self.state == State::Closed {
+            return Err(SubmitError::Closed);
+        }
+        if options.fds > MAX_FDS_PER_COMMAND {
+            return Err(SubmitError::TooManyFds { count: options.fds });
+        }
+        if options.oob {
+            let may_get_oob = match self.state {
+                State::Ready => self.oob_enabled,
+                _ => self.config.request_oob,
+            };
+            if !may_get_oob {
+                return Err(SubmitError::OobNotNegotiated);
+            }
+        }
+        let number = self.next_id;
+        let bytes = self.encode(name, arguments, options.oob, number)?;
+        self.next_id += 1;
+        self.entries.insert(
+            number,
+            Entry {
+                oob: options.oob,
+                fds: options.fds,
+                phase: Phase::Queued(bytes),
+            },
+        );
+        if options.oob {
+            self.oob_queue.push_back(number);
+        } else {
+            self.inband_queue.push_back(number);
+        }
+        Ok(CommandId(number))
+    }
+
+    fn encode<A: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        arguments: &A,
+        oob: bool,
+        number: u64,
+    ) -> Result<Bytes, EncodeError> {
+        let text = CommandText {
+            name,
+            arguments,
+            oob,
+            id_prefix: &self.prefix,
+            id_number: number,
+        };
+        let limits = &self.config.limits;
+        encode_command(
+            &mut self.encode_buf,
+            &text,
+            limits.max_command_size,
+            limits.max_command_depth,
+        )?;
+        Ok(self.encode_buf.split().freeze())
+    }
+
+    /// Gives up on a command: it will not be answered, and its late reply is discarded quietly.
+    /// A command not yet sent is never sent. Returns false when `id` was not outstanding.
+    pub fn abandon(&mut self, id: CommandId) -> bool {
+        let Some(entry) = self.entries.get_mut(&id.0) else {
+            return false;
+        };
+        match entry.phase {
+            Phase::Queued(_) => {
+                // Its queue slot is skipped when reached.
+                self.entries.remove(&id.0);
+                true
+            }
+            Phase::InFlight => {
+                entry.phase = Phase::Abandoned;
+                self.abandoned += 1;
+                true
+            }
+            Phase::Abandoned => false,
+        }
+    }
+
+    /// The next command to write, if flow control allows one now. Write each `Transmit` in one
+    /// write call, with its file descriptors, before the next.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        match self.state {
+            State::Negotiating => {
+                let (id, bytes) = self.negotiation.as_mut()?;
+                let bytes = bytes.take()?;
+                Some(Transmit {
+                    id: CommandId(*id),
+                    bytes,
+                    fds: 0,
+                })
+            }
+            State::Ready => {
+                if let Some(t) = self.next_from_queue(true) {
+                    return Some(t);
+                }
+                let limit_applies = self.oob_enabled;
+                if limit_applies && self.inband_in_flight >= self.config.max_inband_in_flight.max(1)
+                {
+                    return None;
+                }
+                self.next_from_queue(false)
+            }
+            State::AwaitingGreeting | State::Closed => None,
+        }
+    }
+
+    fn next_from_queue(&mut self, oob: bool) -> Option<Transmit> {
+        loop {
+            let queue = if oob {
+                &mut self.oob_queue
+            } else {
+                &mut self.inband_queue
+            };
+            let &number = queue.front()?;
+            let Some(entry) = self.entries.get_mut(&number) else {
+                queue.pop_front(); // abandoned while queued
+                continue;
+            };
+            if entry.fds > 0 && self.fd_command_in_flight {
+                return None;
+            }
+            queue.pop_front();
+            let Phase::Queued(bytes) = std::mem::replace(&mut entry.phase, Phase::InFlight) else {
+                unreachable!("only queued commands are in the queues")
+            };
+            if entry.fds > 0 {
+                self.fd_command_in_flight = true;
+            }
+            if !entry.oob {
+                self.inband_in_flight += 1;
+            }
+            return Some(Transmit {
+                id: CommandId(number),
+                bytes,
+                fds: entry.fds,
+            });
+        }
+    }
+
+    /// Feeds bytes received from the server.
+    pub fn receive(&mut self, bytes: &[u8]) {
+        if self.state == State::Closed {
+            return;
+        }
+        let mut decoded = std::mem::take(&mut self.decoded);
+        self.decoder.feed(bytes, &mut decoded);
+        self.handle_decoded(&mut decoded);
+        self.decoded = decoded;
+    }
+
+    /// The server closed the connection (EOF, hang-up, or a reset): delivers what was complete,
+    /// reports a partial message, fails every outstanding command and closes the session.
+    pub fn receive_eof(&mut self) {
+        if self.state == State::Closed {
+            return;
+        }
+        let mut decoded = std::mem::take(&mut self.decoded);
+        self.decoder.finish(&mut decoded);
+        self.handle_decoded(&mut decoded);
+        self.decoded = decoded;
+        self.close_with(CloseReason::Disconnected);
+    }
+
+    /// Closes the session from the client side: every outstanding command fails with
+    /// [`CloseReason::Local`].
+    pub fn close(&mut self) {
+        self.close_with(CloseReason::Local);
+    }
+
+    /// The next output, in the order things happened.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    fn handle_decoded(&mut self, decoded: &mut Vec<Result<ServerMessage, DecodeError>>) {
+        for item in decoded.drain(..) {
+            if self.state == State::Closed {
+                continue;
+            }
+            match item {
+                Ok(ServerMessage::Greeting(g)) => self.on_greeting(g),
+                Ok(ServerMessage::Reply(r)) => self.on_reply(r),
+                Ok(ServerMessage::Event(e)) => {
+                    self.stats.events += 1;
+                    self.outputs.push_back(Output::Event(e));
+                }
+                Err(e) => self.on_decode_error(e),
+            }
+        }
+    }
+
+    fn on_greeting(&mut self, greeting: Greeting) {
+        if self.state != State::AwaitingGreeting {
+            self.outputs
+                .push_back(Output::Warning(Warning::UnexpectedGreeting(greeting)));
+            return;
+        }
+        let enable_oob = self.config.request_oob && greeting.has_capability("oob");
+        let number = self.next_id;
+        self.next_id += 1;
+        let bytes = if enable_oob {
+            self.encode(
+                "qmp_capabilities",
+                &serde_json::json!({"enable": ["oob"]}),
+                false,
+                number,
+            )
+        } else {
+            self.encode("qmp_capabilities", &(), false, number)
+        };
+        // Encoding a fixed command within the limits cannot fail; if limits were configured below its
+        // size, the server is never asked and negotiation waits for EOF or close().
+        self.negotiation = Some((number, bytes.ok()));
+        self.oob_enabled = enable_oob;
+        self.greeting = Some(greeting.clone());
+        self.state = State::Negotiating;
+        self.outputs.push_back(Output::Greeting(greeting));
+    }
+
+    /// Our command number for a wire id, if the id has our form.
+    fn our_number(&self, id: &Value) -> Option<u64> {
+        let digits = id.as_str()?.strip_prefix(self.prefix.as_str())?;
+        let canonical = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !(digits.len() > 1 && digits.starts_with('0'));
+        if canonical {
+            digits.parse().ok()
+        } else {
+            None
+        }
+    }
+
+    fn on_reply(&mut self, reply: Reply) {
+        let Some(id) = reply.id else {
+            match reply.result {
+                Err(e) => {
+                    self.stats.errors_without_id += 1;
+                    self.outputs
+                        .push_back(Output::Warning(Warning::ErrorWithoutId(e)));
+                }
+                Ok(_) => self.unmatched(None),
+            }
+            return;
+        };
+        match self.our_number(&id) {
+            Some(n) if self.is_negotiation(n) => match reply.result {
+                Ok(_) => self.on_negotiated(),
+                Err(e) => self.close_with(CloseReason::NegotiationRefused(e)),
+            },
+            Some(n) => {
+                if !self.complete(n, reply.result.map_err(CommandError::Qmp)) {
+                    self.unmatched(Some(id));
+                }
+            }
+            None => self.unmatched(Some(id)),
+        }
+    }
+
+    fn on_decode_error(&mut self, error: DecodeError) {
+        self.stats.decode_errors += 1;
+        let owner = match &error {
+            // At end of stream every command fails as disconnected; report the fragment.
+            DecodeError::Truncated { .. } => None,
+            e => e.id().and_then(|id| self.our_number(id)),
+        };
+        match owner {
+            Some(n) if self.is_negotiation(n) => {
+                self.close_with(CloseReason::NegotiationUndecodable(error));
+            }
+            Some(n) if self.entries.contains_key(&n) => {
+                self.complete(n, Err(CommandError::Undecodable(error)));
+            }
+            _ => self
+                .outputs
+                .push_back(Output::Warning(Warning::Decode(error))),
+        }
+    }
+
+    fn is_negotiation(&self, n: u64) -> bool {
+        self.state == State::Negotiating && matches!(self.negotiation, Some((id, None)) if id == n)
+    }
+
+    fn on_negotiated(&mut self) {
+        self.state = State::Ready;
+        self.negotiation = None;
+        self.outputs.push_back(Output::Ready);
+        if !self.oob_enabled {
+            for n in std::mem::take(&mut self.oob_queue) {
+                if self.entries.remove(&n).is_some() {
+                    self.outputs.push_back(Output::Reply {
+                        id: CommandId(n),
+                        result: Err(CommandError::OobNotNegotiated),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Ends command `n` with `result`; false if it was not in flight.
+    fn complete(&mut self, n: u64, result: Result<Value, CommandError>) -> bool {
+        let in_flight = matches!(
+            self.entries.get(&n),
+            Some(Entry {
+                phase: Phase::InFlight | Phase::Abandoned,
+                ..
+            })
+        );
+        if !in_flight {
+            return false;
+        }
+        let Some(entry) = self.entries.remove(&n) else {
+            return false;
+        };
+        if !entry.oob {
+            self.inband_in_flight -= 1;
+        }
+        if entry.fds > 0 {
+            self.fd_command_in_flight = false;
+        }
+        if let Phase::Abandoned = entry.phase {
+            self.abandoned -= 1;
+            self.stats.discarded_replies += 1;
+        } else {
+            self.outputs.push_back(Output::Reply {
+                id: CommandId(n),
+                result,
+            });
+        }
+        true
+    }
+
+    fn unmatched(&mut self, id: Option<Value>) {
+        self.stats.unmatched_replies += 1;
+        self.outputs
+            .push_back(Output::Warning(Warning::UnmatchedReply { id }));
+    }
+
+    fn close_with(&mut self, reason: CloseReason) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        self.negotiation = None;
+        let mut numbers: Vec<u64> = self.entries.keys().copied().collect();
+        numbers.sort_unstable();
+        for n in numbers {
+            if let Some(entry) = self.entries.remove(&n) {
+                if !matches!(entry.phase, Phase::Abandoned) {
+                    let result = Err(CommandError::Closed(reason.clone()));
+                    self.outputs.push_back(Output::Reply {
+                        id: CommandId(n),
+                        result,
+                    });
+                }
+            }
+        }
+        self.abandoned = 0;
+        self.inband_queue.clear();
+        self.oob_queue.clear();
+        self.inband_in_flight = 0;
+        self.fd_command_in_flight = false;
+        self.outputs.push_back(Output::Closed(reason));
+    }
+}
