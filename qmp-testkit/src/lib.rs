@@ -1,0 +1,435 @@
+//! Test helpers shared by the qmp-rs crates: real QEMU peers started on sockets in a temp dir and
+//! killed on drop, and a fault-injecting peer for what QEMU will not produce.
+//!
+//! Tests that need QEMU call [`require`] first. Without the binary, it fails the test when the `CI`
+//! environment variable is set, and otherwise prints a loud `SKIPPED` line and returns `None`.
+
+#![deny(missing_docs)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Which QEMU program to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emulator {
+    /// `qemu-storage-daemon`: block layer only, on every machine of this project.
+    StorageDaemon,
+    /// `qemu-system-x86_64 -M none -nodefaults -display none`: a machine with no devices.
+    System,
+}
+
+impl Emulator {
+    /// The program's name.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Emulator::StorageDaemon => "qemu-storage-daemon",
+            Emulator::System => "qemu-system-x86_64",
+        }
+    }
+}
+
+/// Whether a program is on `PATH`.
+pub fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// True when running under CI (`CI` set to anything but empty, `0` or `false`).
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI"), Ok(v) if !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Checks that `emulator` is installed. Panics under CI when it is not; otherwise prints a loud
+/// skip notice naming `test` and returns `None`.
+pub fn require(emulator: Emulator, test: &str) -> Option<PathBuf> {
+    match find_binary(emulator.binary()) {
+        Some(p) => Some(p),
+        None if in_ci() => panic!(
+            "{} is not installed and CI is set: run scripts/install-qemu (test {test})",
+            emulator.binary()
+        ),
+        None => {
+            eprintln!(
+                "\n*** SKIPPED {test}: {} not found on PATH (scripts/install-qemu installs it) ***\n",
+                emulator.binary()
+            );
+            None
+        }
+    }
+}
+
+/// A directory under the system temp dir, removed (with its contents) on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a new, empty, uniquely named directory.
+    pub fn new() -> io::Result<Self> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("qmp-test-{}-{n}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir { path })
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// How the monitor is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// QEMU listens on a Unix socket at this path.
+    Unix(PathBuf),
+    /// QEMU listens on TCP at this address.
+    Tcp(SocketAddr),
+    /// QEMU connects to a listener at this path (client mode); the test must be listening before
+    /// QEMU starts, or QEMU exits.
+    UnixClient(PathBuf),
+    /// QEMU reads `BASE.in` and writes `BASE.out`, FIFOs created by the kit.
+    Pipe(PathBuf),
+}
+
+/// Options for [`Qemu::start`].
+#[derive(Debug, Clone)]
+pub struct QemuOptions {
+    /// Which program.
+    pub emulator: Emulator,
+    /// Multi-line (`pretty=on`) monitor output.
+    pub pretty: bool,
+    /// Transport; `None` means a Unix socket named `qmp.sock` in the temp dir.
+    pub endpoint: Option<Endpoint>,
+    /// Extra arguments appended to the command line.
+    pub extra_args: Vec<String>,
+}
+
+impl QemuOptions {
+    /// A Unix-socket monitor on `emulator`, compact output.
+    pub fn new(emulator: Emulator) -> Self {
+        QemuOptions {
+            emulator,
+            pretty: false,
+            endpoint: None,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// The chardev part of a monitor specification for `endpoint`, e.g.
+/// `socket,path=/tmp/x/qmp.sock,server=on,wait=off`.
+pub fn chardev_spec(endpoint: &Endpoint) -> String {
+    match endpoint {
+        Endpoint::Unix(p) => format!("socket,path={},server=on,wait=off", p.display()),
+        Endpoint::Tcp(a) => format!(
+            "socket,host={},port={},server=on,wait=off",
+            a.ip(),
+            a.port()
+        ),
+        Endpoint::UnixClient(p) => format!("socket,path={}", p.display()),
+        Endpoint::Pipe(base) => format!("pipe,path={}", base.display()),
+    }
+}
+
+/// The command line for `emulator` with a QMP monitor on chardev `chardev` (e.g. `stdio` or the
+/// result of [`chardev_spec`]). Used directly by tests of clients that spawn QEMU themselves.
+pub fn qemu_command(emulator: Emulator, chardev: &str, pretty: bool) -> Command {
+    let pretty = if pretty { ",pretty=on" } else { "" };
+    let mut cmd = Command::new(emulator.binary());
+    match emulator {
+        Emulator::StorageDaemon => {
+            cmd.arg("--chardev").arg(format!("{chardev},id=qmp0"));
+            cmd.arg("--monitor").arg(format!("chardev=qmp0{pretty}"));
+        }
+        Emulator::System => {
+            cmd.args(["-M", "none", "-nodefaults", "-display", "none"]);
+            cmd.arg("-chardev").arg(format!("{chardev},id=qmp0"));
+            cmd.arg("-mon")
+                .arg(format!("chardev=qmp0,mode=control{pretty}"));
+        }
+    }
+    cmd
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; another process could take it meanwhile).
+pub fn free_tcp_addr() -> io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// A running QEMU, killed and reaped on drop, with its temp dir.
+#[derive(Debug)]
+pub struct Qemu {
+    child: Child,
+    endpoint: Endpoint,
+    // Dropped after the child is killed (field order).
+    dir: TempDir,
+}
+
+impl Qemu {
+    /// Starts QEMU with a monitor and waits (up to 10 s) until its server socket accepts
+    /// connections. For [`Endpoint::UnixClient`] it does not wait: the caller's listener gets the
+    /// connection. Returns `None` (after [`require`]'s notice) when QEMU is not installed.
+    pub fn start(options: QemuOptions, test: &str) -> Option<Qemu> {
+        require(options.emulator, test)?;
+        let dir = TempDir::new().expect("create temp dir");
+        let endpoint = match options.endpoint.clone() {
+            Some(e) => e,
+            None => Endpoint::Unix(dir.path().join("qmp.sock")),
+        };
+        if let Endpoint::Pipe(base) = &endpoint {
+            for ext in ["in", "out"] {
+                let fifo = base.with_extension(ext);
+                let ok = Command::new("mkfifo")
+                    .arg(&fifo)
+                    .status()
+                    .map(|s| s.success());
+                assert!(matches!(ok, Ok(true)), "mkfifo {}", fifo.display());
+            }
+        }
+        let mut cmd = qemu_command(options.emulator, &chardev_spec(&endpoint), options.pretty);
+        cmd.args(&options.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", options.emulator.binary()));
+        let mut qemu = Qemu {
+            child,
+            endpoint,
+            dir,
+        };
+        qemu.wait_ready(Duration::from_secs(10));
+        Some(qemu)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut err = String::new();
+                if let Some(e) = self.child.stderr.as_mut() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("QEMU exited at start ({status}): {err}");
+            }
+            let ready = match &self.endpoint {
+                Endpoint::Unix(p) => p.exists(),
+                Endpoint::Tcp(a) => std::net::TcpStream::connect(a).is_ok_and(|s| {
+                    // This probe takes QEMU's only monitor connection for a moment; close it so the
+                    // test's client gets the next one.
+                    drop(s);
+                    true
+                }),
+                Endpoint::UnixClient(_) | Endpoint::Pipe(_) => true,
+            };
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "QEMU did not become ready within {timeout:?}"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Where the monitor is.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The Unix socket path, for the default endpoint.
+    pub fn socket(&self) -> &Path {
+        match &self.endpoint {
+            Endpoint::Unix(p) | Endpoint::UnixClient(p) | Endpoint::Pipe(p) => p,
+            Endpoint::Tcp(_) => panic!("this QEMU listens on TCP"),
+        }
+    }
+
+    /// The temp dir (for files the test creates).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills QEMU with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits up to `timeout` for QEMU to exit by itself; returns whether it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One step of a [`FaultPeer`] script.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Write these bytes.
+    Send(Vec<u8>),
+    /// Read until this many newline-terminated lines have arrived from the client (commands).
+    ReadLines(usize),
+    /// Do nothing for this long.
+    Sleep(Duration),
+    /// Close the connection (the script ends here too).
+    Close,
+}
+
+/// The QEMU 10.0.2 greeting line, with `oob` offered.
+pub const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"Debian 1:10.0.2+ds-2+deb13u1~bpo12+1\"}, \"capabilities\": [\"oob\"]}}\r\n";
+
+/// A scripted Unix-socket peer that injects faults QEMU will not produce (truncated messages,
+/// garbage, silence). It accepts one connection and runs its script on a thread; what the client
+/// sent is returned by [`FaultPeer::join`].
+#[derive(Debug)]
+pub struct FaultPeer {
+    path: PathBuf,
+    handle: Option<JoinHandle<Vec<u8>>>,
+    _dir: TempDir,
+}
+
+impl FaultPeer {
+    /// Listens on a fresh socket and runs `script` on the first connection.
+    pub fn start(script: Vec<Step>) -> FaultPeer {
+        let dir = TempDir::new().expect("temp dir");
+        let path = dir.path().join("fault.sock");
+        let listener = UnixListener::bind(&path).expect("bind fault peer");
+        let handle = thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return Vec::new();
+            };
+            run_script(&mut stream, script)
+        });
+        FaultPeer {
+            path,
+            handle: Some(handle),
+            _dir: dir,
+        }
+    }
+
+    /// The socket path to connect to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the script to finish; returns every byte the client sent.
+    pub fn join(mut self) -> Vec<u8> {
+        self.handle
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+fn run_script(stream: &mut UnixStream, script: Vec<Step>) -> Vec<u8> {
+    let mut received = Vec::new();
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    for step in script {
+        match step {
+            Step::Send(bytes) => {
+                if stream.write_all(&bytes).is_err() {
+                    break;
+                }
+            }
+            Step::ReadLines(n) => {
+                let mut buf = [0u8; 4096];
+                while received.iter().filter(|&&b| b == b'\n').count() < n {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return received,
+                        Ok(k) => received.extend_from_slice(&buf[..k]),
+                    }
+                }
+            }
+            Step::Sleep(d) => thread::sleep(d),
+            Step::Close => break,
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    received
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qsd_starts_greets_and_is_killed() {
+        let Some(mut q) = Qemu::start(QemuOptions::new(Emulator::StorageDaemon), "qsd_starts")
+        else {
+            return;
+        };
+        let mut s = UnixStream::connect(q.socket()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"{\"QMP\":");
+        q.kill();
+        assert!(q.wait_exit(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn fault_peer_runs_its_script() {
+        let peer = FaultPeer::start(vec![
+            Step::Send(GREETING.to_vec()),
+            Step::ReadLines(1),
+            Step::Close,
+        ]);
+        let mut s = UnixStream::connect(peer.path()).unwrap();
+        let mut g = vec![0u8; GREETING.len()];
+        s.read_exact(&mut g).unwrap();
+        assert_eq!(g, GREETING);
+        s.write_all(b"{\"execute\":\"x\"}\n").unwrap();
+        assert_eq!(peer.join(), b"{\"execute\":\"x\"}\n");
+    }
+
+    #[test]
+    fn temp_dir_is_removed() {
+        let d = TempDir::new().unwrap();
+        let p = d.path().to_path_buf();
+        std::fs::write(p.join("f"), b"x").unwrap();
+        drop(d);
+        assert!(!p.exists());
+    }
+}
