@@ -661,18 +661,23 @@ impl Session {
         let enable_oob = self.config.request_oob && greeting.has_capability("oob");
         let number = self.next_id;
         self.next_id += 1;
-        let bytes = if enable_oob {
-            self.encode(
-                "qmp_capabilities",
-                &serde_json::json!({"enable": ["oob"]}),
-                false,
-                number,
-            )
-        } else {
-            self.encode("qmp_capabilities", &(), false, number)
+        let enable = crate::command::QmpCapabilities {
+            enable: if enable_oob {
+                vec!["oob".to_string()]
+            } else {
+                Vec::new()
+            },
         };
-        // Encoding a fixed command within the limits cannot fail; if limits were configured below its
-        // size, the server is never asked and negotiation waits for EOF or close().
+        let text = CommandText {
+            name: "qmp_capabilities",
+            arguments: &enable,
+            oob: false,
+            id_prefix: &self.prefix,
+            id_number: number,
+        };
+        // A fixed, small command: the caller's command limits do not apply to it.
+        let bytes = encode_command(&mut self.encode_buf, &text, usize::MAX, usize::MAX)
+            .map(|()| self.encode_buf.split().freeze());
         self.negotiation = Some((number, bytes.ok()));
         self.oob_enabled = enable_oob;
         self.greeting = Some(greeting.clone());
