@@ -172,9 +172,11 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 None => out!("{}", schema.summary()),
                 Some(n) => match schema.render(&n) {
                     Some(text) => out!("{text}"),
-                    None => return Err(Failure::not_found(format!(
+                    None => {
+                        return Err(Failure::not_found(format!(
                         "the schema has no command or event named '{n}' (`qmp schema` lists them)"
-                    ))),
+                    )))
+                    }
                 },
             }
         }

@@ -1,0 +1,661 @@
+//! The built `qmp` binary against real QEMU (qemu-storage-daemon and qemu-system-x86_64), started
+//! by qmp-testkit. Every run of the binary and every wait has a timeout.
+
+use qmp_testkit::{free_tcp_addr, Emulator, Endpoint, Qemu, QemuOptions, TempDir};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const QMP: &str = env!("CARGO_BIN_EXE_qmp");
+/// No run of the binary in these tests should take longer.
+const LIMIT: Duration = Duration::from_secs(20);
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {self:?}"))
+    }
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(QMP);
+    cmd.args(args)
+        .env_remove("QMP_SOCKET")
+        .env("QMP_HISTORY", "/dev/null")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Waits for `child` (killing it after `LIMIT`), feeding it `input` on stdin.
+fn finish(mut child: Child, input: Option<&str>) -> Run {
+    if let Some(text) = input {
+        let mut stdin = child.stdin.take().expect("stdin piped");
+        let text = text.to_owned();
+        thread::spawn(move || {
+            let _ = stdin.write_all(text.as_bytes());
+        });
+    }
+    let mut out = child.stdout.take().expect("stdout piped");
+    let mut err = child.stderr.take().expect("stderr piped");
+    let out = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("qmp did not finish within {LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+fn qmp(args: &[&str]) -> Run {
+    finish(command(args).spawn().expect("spawn qmp"), None)
+}
+
+fn qmp_stdin(args: &[&str], input: &str) -> Run {
+    let child = command(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn qmp");
+    finish(child, Some(input))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn qsd(test: &str) -> Option<Qemu> {
+    Qemu::start(QemuOptions::new(Emulator::StorageDaemon), test)
+}
+
+fn system(test: &str) -> Option<Qemu> {
+    Qemu::start(QemuOptions::new(Emulator::System), test)
+}
+
+/// A QEMU with two QMP monitors: the kit's socket and `second`.
+fn with_second_monitor(emulator: Emulator, test: &str, second: &Path) -> Option<Qemu> {
+    let chardev = format!("socket,path={},server=on,wait=off,id=m1", second.display());
+    let extra = match emulator {
+        Emulator::StorageDaemon => vec![
+            "--chardev".into(),
+            chardev,
+            "--monitor".into(),
+            "chardev=m1".into(),
+        ],
+        Emulator::System => vec![
+            "-chardev".into(),
+            chardev,
+            "-mon".into(),
+            "chardev=m1,mode=control".into(),
+        ],
+    };
+    let mut options = QemuOptions::new(emulator);
+    options.extra_args = extra;
+    let q = Qemu::start(options, test)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !second.exists() {
+        assert!(Instant::now() < deadline, "second monitor socket missing");
+        thread::sleep(Duration::from_millis(5));
+    }
+    Some(q)
+}
+
+#[test]
+fn exec_prints_the_return_value_as_one_line_of_json() {
+    let Some(q) = qsd("exec_prints_the_return_value") else {
+        return;
+    };
+    let r = qmp(&["-s", s(q.socket()), "exec", "query-version"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stdout.lines().count(),
+        1,
+        "not a terminal: compact: {r:?}"
+    );
+    assert_eq!(r.json()["qemu"]["major"], 10, "{r:?}");
+
+    let r = qmp(&["-s", s(q.socket()), "--pretty", "exec", "query-version"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.lines().count() > 3, "--pretty: {r:?}");
+    assert!(r.stdout.contains("\n  \"qemu\": {"), "{r:?}");
+}
+
+#[test]
+fn exec_nests_dotted_keys() {
+    let Some(q) = qsd("exec_nests_dotted_keys") else {
+        return;
+    };
+    let sock = s(q.socket());
+    let r = qmp(&[
+        "-s",
+        sock,
+        "exec",
+        "blockdev-add",
+        "driver=null-co",
+        "cache.direct=true",
+        "cache.no-flush=false",
+        "node-name=n0",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json(), json!({}));
+    let r = qmp(&["-s", sock, "exec", "query-named-block-nodes", "flat=true"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let nodes = r.json();
+    let n0 = nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["node-name"] == "n0"))
+        .unwrap_or_else(|| panic!("no node n0: {r:?}"));
+    assert_eq!(n0["cache"]["direct"], true, "{n0}");
+    assert_eq!(n0["cache"]["no-flush"], false, "{n0}");
+
+    // One JSON object works as well.
+    let r = qmp(&[
+        "-s",
+        sock,
+        "exec",
+        "blockdev-add",
+        r#"{"driver": "null-co", "node-name": "n1", "size": 4096}"#,
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[test]
+fn a_qmp_error_exits_1_with_class_and_description() {
+    let Some(q) = qsd("a_qmp_error_exits_1") else {
+        return;
+    };
+    let r = qmp(&["-s", s(q.socket()), "exec", "no-such-command"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.is_empty(), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("CommandNotFound: The command no-such-command has not been found"),
+        "{r:?}"
+    );
+    let r = qmp(&[
+        "-s",
+        s(q.socket()),
+        "exec",
+        "blockdev-del",
+        "node-name=nope",
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("GenericError: "), "{r:?}");
+}
+
+#[test]
+fn usage_errors_exit_2_without_connecting() {
+    // No QEMU is needed: arguments are checked before connecting.
+    let r = qmp(&["-s", "/nonexistent.sock", "exec", "x", "a=1", "a.b=2"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("'a' is given both a value and members"),
+        "{r:?}"
+    );
+    let r = qmp(&["-s", "/nonexistent.sock", "exec", "x", "novalue"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let r = qmp(&["exec", "query-version"]);
+    assert_eq!(r.code, 2, "no target and no QMP_SOCKET: {r:?}");
+    assert!(
+        r.stderr.contains("--socket PATH (or set QMP_SOCKET)"),
+        "{r:?}"
+    );
+    let r = qmp(&["--bogus", "exec", "query-version"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let r = qmp(&["-s", "/x", "--tcp", "127.0.0.1:1", "exec", "query-version"]);
+    assert_eq!(r.code, 2, "two targets: {r:?}");
+    let r = qmp(&["--spawn", "qemu 'unclosed", "exec", "query-version"]);
+    assert_eq!(r.code, 2, "{r:?}");
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let r = qmp(&["--help"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for text in [
+        "0  success",
+        "1  QEMU answered with an error",
+        "2  usage error",
+        "3  connection or protocol error",
+        "exec",
+        "events",
+        "hmp",
+        "schema",
+        "shell",
+        "demo",
+    ] {
+        assert!(r.stdout.contains(text), "missing {text:?}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn connection_errors_exit_3_and_name_the_target() {
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("missing.sock");
+    let r = qmp(&["-s", s(&missing), "exec", "query-version"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains(s(&missing)), "{r:?}");
+    assert!(r.stderr.contains("check the path"), "{r:?}");
+
+    // A socket file nobody listens on.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let r = qmp(&["-s", s(&stale), "exec", "query-version"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("nothing listens on it"), "{r:?}");
+
+    let addr = free_tcp_addr().unwrap().to_string();
+    let r = qmp(&["--tcp", &addr, "exec", "query-version"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains(&addr), "{r:?}");
+}
+
+#[test]
+fn a_busy_monitor_times_out_with_a_hint() {
+    let Some(q) = qsd("a_busy_monitor_times_out") else {
+        return;
+    };
+    // The first client holds QEMU's only connection on this monitor.
+    let _first = std::os::unix::net::UnixStream::connect(q.socket()).unwrap();
+    let r = qmp(&[
+        "-s",
+        s(q.socket()),
+        "--timeout",
+        "0.5",
+        "exec",
+        "query-version",
+    ]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("no QMP greeting"), "{r:?}");
+    assert!(r.stderr.contains("one client at a time"), "{r:?}");
+}
+
+#[test]
+fn qmp_socket_is_the_default_target() {
+    let Some(q) = qsd("qmp_socket_is_the_default_target") else {
+        return;
+    };
+    let child = command(&["exec", "query-version"])
+        .env("QMP_SOCKET", q.socket())
+        .spawn()
+        .unwrap();
+    let r = finish(child, None);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[test]
+fn tcp_pipe_listen_and_spawn_transports() {
+    if qmp_testkit::require(Emulator::StorageDaemon, "transports").is_none() {
+        return;
+    }
+    // TCP.
+    let addr = free_tcp_addr().unwrap();
+    let mut o = QemuOptions::new(Emulator::StorageDaemon);
+    o.endpoint = Some(Endpoint::Tcp(addr));
+    let q = Qemu::start(o, "tcp").unwrap();
+    let r = qmp(&["--tcp", &addr.to_string(), "exec", "query-version"]);
+    assert_eq!(r.code, 0, "tcp: {r:?}");
+    drop(q);
+
+    // Pipes.
+    let dir = TempDir::new().unwrap();
+    let base = dir.path().join("mon");
+    let mut o = QemuOptions::new(Emulator::StorageDaemon);
+    o.endpoint = Some(Endpoint::Pipe(base.clone()));
+    let q = Qemu::start(o, "pipe").unwrap();
+    let r = qmp(&["--pipe", s(&base), "exec", "query-version"]);
+    assert_eq!(r.code, 0, "pipe: {r:?}");
+    drop(q);
+
+    // Listen: qmp waits, QEMU connects in client mode.
+    let path = dir.path().join("listen.sock");
+    let child = command(&[
+        "--listen",
+        s(&path),
+        "--timeout",
+        "10",
+        "exec",
+        "query-version",
+    ])
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "qmp did not listen");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut o = QemuOptions::new(Emulator::StorageDaemon);
+    o.endpoint = Some(Endpoint::UnixClient(path.clone()));
+    let q = Qemu::start(o, "listen").unwrap();
+    let r = finish(child, None);
+    assert_eq!(r.code, 0, "listen: {r:?}");
+    assert_eq!(r.json()["qemu"]["major"], 10);
+    assert!(!path.exists(), "the listening socket is removed");
+    drop(q);
+
+    // Spawn: QEMU on qmp's stdio; the monitor is added by qmp.
+    let r = qmp(&["--spawn", "qemu-storage-daemon", "exec", "query-version"]);
+    assert_eq!(r.code, 0, "spawn: {r:?}");
+    let r = qmp(&["--spawn", "qemu-no-such-binary -x", "exec", "query-version"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr.contains("qemu-no-such-binary was not found"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn spawned_qemu_system_quits() {
+    if qmp_testkit::require(Emulator::System, "spawned_qemu_system_quits").is_none() {
+        return;
+    }
+    let r = qmp(&[
+        "--spawn",
+        "qemu-system-x86_64 -M none -nodefaults -display none",
+        "exec",
+        "query-status",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["status"], "running");
+}
+
+#[test]
+fn hmp_prints_text() {
+    let Some(q) = system("hmp_prints_text") else {
+        return;
+    };
+    let r = qmp(&["-s", s(q.socket()), "hmp", "info", "status"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout, "VM status: running\n");
+}
+
+#[test]
+fn schema_describes_commands_and_events() {
+    let Some(q) = qsd("schema_describes") else {
+        return;
+    };
+    let sock = s(q.socket());
+    let r = qmp(&["-s", sock, "schema", "blockdev-add"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.starts_with("command blockdev-add\narguments:\n"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .contains("\n  cache?: object\n    direct?: bool\n    no-flush?: bool\n"),
+        "{}",
+        r.stdout
+    );
+    let r = qmp(&["-s", sock, "schema", "JOB_STATUS_CHANGE"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .starts_with("event JOB_STATUS_CHANGE\ndata:\n  id: str\n"),
+        "{r:?}"
+    );
+    let r = qmp(&["-s", sock, "schema"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("\n  query-version\n"), "{r:?}");
+    let r = qmp(&["-s", sock, "schema", "no-such-thing"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("no-such-thing"), "{r:?}");
+}
+
+/// Starts `qmp events ...` on `second`, then runs `trigger` on the first monitor until the
+/// events process exits (it may connect after the first trigger).
+fn events_while(q: &Qemu, second: &Path, events_args: &[&str], trigger: &[&[&str]]) -> Run {
+    let mut args = vec!["-s", s(second), "events"];
+    args.extend_from_slice(events_args);
+    let mut child = command(&args).spawn().expect("spawn qmp events");
+    let deadline = Instant::now() + LIMIT;
+    while child.try_wait().expect("try_wait").is_none() && Instant::now() < deadline {
+        for t in trigger {
+            let mut a = vec!["-s", s(q.socket()), "exec"];
+            a.extend_from_slice(t);
+            let r = qmp(&a);
+            assert_eq!(r.code, 0, "{r:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    finish(child, None)
+}
+
+#[test]
+fn events_with_name_and_count() {
+    let dir = TempDir::new().unwrap();
+    let second = dir.path().join("events.sock");
+    let Some(q) = with_second_monitor(Emulator::System, "events_with_name_and_count", &second)
+    else {
+        return;
+    };
+    let r = events_while(
+        &q,
+        &second,
+        &["--name", "resume", "--count", "2", "--timeout", "15"],
+        &[&["stop"], &["cont"]],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let lines: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{r:?}");
+    for e in &lines {
+        assert_eq!(
+            e["event"], "RESUME",
+            "--name filters (case-insensitive): {e}"
+        );
+        assert!(e["timestamp"]["seconds"].as_i64().unwrap() > 0, "{e}");
+    }
+}
+
+#[test]
+fn events_timeout() {
+    let Some(q) = qsd("events_timeout") else {
+        return;
+    };
+    let sock = s(q.socket());
+    // Listening for a while with nothing happening is a success.
+    let r = qmp(&["-s", sock, "events", "--timeout", "0.3"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.is_empty(), "{r:?}");
+    // Waiting for events that do not come is not.
+    let r = qmp(&["-s", sock, "events", "--count", "1", "--timeout", "0.3"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("timed out: 0 of 1 events"), "{r:?}");
+}
+
+#[test]
+fn events_from_a_block_job() {
+    let dir = TempDir::new().unwrap();
+    let second = dir.path().join("events.sock");
+    let Some(q) = with_second_monitor(Emulator::StorageDaemon, "events_from_a_block_job", &second)
+    else {
+        return;
+    };
+    for n in ["a", "b"] {
+        let node = format!("node-name={n}");
+        let r = qmp(&[
+            "-s",
+            s(q.socket()),
+            "exec",
+            "blockdev-add",
+            "driver=null-co",
+            &node,
+        ]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    // Each trigger runs a job with a fresh id: the first that the events client sees ends it.
+    let mut child = command(&[
+        "-s",
+        s(&second),
+        "events",
+        "--name",
+        "BLOCK_JOB_COMPLETED",
+        "--count",
+        "1",
+        "--timeout",
+        "15",
+    ])
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    let mut n = 0;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        n += 1;
+        let job = format!("job-id=j{n}");
+        let r = qmp(&[
+            "-s",
+            s(q.socket()),
+            "exec",
+            "blockdev-backup",
+            &job,
+            "device=a",
+            "target=b",
+            "sync=full",
+        ]);
+        assert_eq!(r.code, 0, "{r:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let r = finish(child, None);
+    assert_eq!(r.code, 0, "{r:?}");
+    let e: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(e["event"], "BLOCK_JOB_COMPLETED");
+    assert_eq!(e["data"]["type"], "backup");
+}
+
+#[test]
+fn shell_reads_commands_from_stdin() {
+    let Some(q) = qsd("shell_reads_commands_from_stdin") else {
+        return;
+    };
+    let input = "\
+query-version
+# a comment, then an empty line
+
+blockdev-add driver=null-co node-name=src size=65536
+blockdev-add {\"driver\": \"null-co\", \"node-name\": \"dst\", \"size\": 65536}
+blockdev-backup job-id=j0 device=src target=dst sync=full
+query-jobs
+";
+    let r = qmp_stdin(&["-s", s(q.socket()), "shell"], input);
+    assert_eq!(r.code, 0, "{r:?}");
+    let lines: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(lines[0]["qemu"]["major"], 10, "{r:?}");
+    let events: Vec<&Value> = lines.iter().filter(|l| l.get("event").is_some()).collect();
+    assert!(
+        events.iter().any(|e| e["event"] == "BLOCK_JOB_COMPLETED"),
+        "events are printed: {r:?}"
+    );
+    let results: Vec<&Value> = lines.iter().filter(|l| l.get("event").is_none()).collect();
+    assert_eq!(results.len(), 5, "{r:?}");
+}
+
+#[test]
+fn shell_exit_status_reports_failed_lines() {
+    let Some(q) = qsd("shell_exit_status") else {
+        return;
+    };
+    let r = qmp_stdin(
+        &["-s", s(q.socket()), "shell"],
+        "no-such-command\nquery-version\n",
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("CommandNotFound"), "{r:?}");
+    assert_eq!(
+        r.stdout.lines().count(),
+        1,
+        "the next line still ran: {r:?}"
+    );
+    let r = qmp_stdin(
+        &["-s", s(q.socket()), "shell"],
+        "x a=1 a.b=2\nquery-version\n",
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(r.stdout.lines().count(), 1, "{r:?}");
+    // quit ends the shell; QEMU exits.
+    let r = qmp_stdin(&["-s", s(q.socket()), "shell"], "quit\nquery-version\n");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout.trim(), "{}", "{r:?}");
+}
+
+#[test]
+fn shell_hmp_mode_and_events_on_qemu_system() {
+    let Some(q) = system("shell_hmp_mode") else {
+        return;
+    };
+    let input = "!info status\n/hmp\nstop\ninfo status\n/qmp\nquery-status\ncont\n";
+    let r = qmp_stdin(&["-s", s(q.socket()), "shell"], input);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("VM status: running\n"), "{r:?}");
+    assert!(r.stdout.contains("VM status: paused\n"), "{r:?}");
+    assert!(r.stdout.contains(r#""status":"paused""#), "{r:?}");
+    assert!(r.stdout.contains(r#"{"event":"STOP""#), "{r:?}");
+    assert!(r.stdout.contains(r#"{"event":"RESUME""#), "{r:?}");
+}
+
+#[test]
+fn demo_runs_the_tour() {
+    if qmp_testkit::require(Emulator::StorageDaemon, "demo_runs_the_tour").is_none() {
+        return;
+    }
+    let r = qmp(&["demo"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for text in [
+        "[1/7]",
+        "exec query-version",
+        "\"major\": 10",
+        "event BLOCK_JOB_COMPLETED",
+        "GenericError: ",
+        "[7/7]",
+        "qemu-storage-daemon has exited",
+    ] {
+        assert!(r.stdout.contains(text), "missing {text:?}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn demo_without_qemu_says_how_to_install_it() {
+    let dir = TempDir::new().unwrap();
+    let child = command(&["demo"]).env("PATH", dir.path()).spawn().unwrap();
+    let r = finish(child, None);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("apt-get install qemu-utils"), "{r:?}");
+    assert!(r.stderr.contains("scripts/install-qemu"), "{r:?}");
+}
