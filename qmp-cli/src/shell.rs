@@ -17,6 +17,7 @@ use rustyline::{CompletionType, Config, Context, Editor, ExternalPrinter, Helper
 use serde_json::{Map, Value};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -358,6 +359,8 @@ enum Outcome {
 
 struct Shell {
     conn: Conn,
+    /// Set when the user leaves or quits QEMU, so that the connection closing then is expected.
+    leaving: Arc<AtomicBool>,
     schema: Option<Arc<Schema>>,
     style: Style,
     mode: Mode,
@@ -412,6 +415,9 @@ impl Shell {
             }),
             Action::Execute { name, args } => {
                 let quit = name == "quit";
+                if quit {
+                    self.leaving.store(true, Ordering::SeqCst);
+                }
                 let r = self.conn.execute(&name, args).map(|v| {
                     outln!("{}", self.style.json(&v));
                 });
@@ -457,6 +463,7 @@ pub(crate) fn run(conn: Conn, style: Style) -> Result<u8, Failure> {
     };
     let shell = Shell {
         conn,
+        leaving: Arc::new(AtomicBool::new(false)),
         schema,
         style,
         mode: Mode::Qmp,
@@ -518,7 +525,7 @@ fn interactive(mut shell: Shell) -> Result<u8, Failure> {
     }
     let g = shell.conn.greeting();
     outln!(
-        "Connected to QEMU {}{}. Type `help` for help, Tab to complete, Ctrl-D to leave.",
+        "Connected to QEMU {}{}.",
         g.version,
         if g.package.is_empty() {
             String::new()
@@ -526,23 +533,24 @@ fn interactive(mut shell: Shell) -> Result<u8, Failure> {
             format!(" ({})", g.package)
         }
     );
+    outln!("Type `help` for help, Tab to complete, Ctrl-D to leave.");
     let mut printer = rl
         .create_external_printer()
         .map_err(|e| Failure::connection(format!("line editor: {e}")))?;
     let events = shell.conn.events();
+    let leaving = Arc::clone(&shell.leaving);
     thread::spawn(move || loop {
         match events.recv(None) {
             Recv::Event(e) => {
-                let _ = printer.print(format!(
-                    "event {}\n",
-                    output::event_text(Style::Compact, &e)
-                ));
+                let _ = printer.print(format!("{}\n", event_line(&e)));
             }
             Recv::TimedOut => {}
             Recv::Closed => {
-                let _ = printer.print(
-                    "qmp: QEMU closed the connection; press Enter or Ctrl-D to leave\n".into(),
-                );
+                if !leaving.load(Ordering::SeqCst) {
+                    let _ = printer.print(
+                        "qmp: QEMU closed the connection; press Enter or Ctrl-D to leave\n".into(),
+                    );
+                }
                 return;
             }
         }
@@ -559,10 +567,10 @@ fn interactive(mut shell: Shell) -> Result<u8, Failure> {
             Err(e) => return Err(Failure::connection(format!("reading the terminal: {e}"))),
         };
         if shell.conn.is_closed() {
-            break;
+            return Err(Failure::connection("QEMU closed the connection"));
         }
         if !line.trim().is_empty() {
-            let _ = rl.add_history_entry(line.as_str());
+            let _ = rl.add_history_entry(line.trim());
             if let Some(h) = &history {
                 // Appended after every line, so that history survives a crash or a kill.
                 if let Err(e) = rl.append_history(h) {
@@ -579,7 +587,29 @@ fn interactive(mut shell: Shell) -> Result<u8, Failure> {
             h.mode = shell.mode;
         }
     }
+    shell.leaving.store(true, Ordering::SeqCst);
     Ok(0)
+}
+
+/// An event in the interactive shell: `event 12:06:03.648354 STOP {data}` (UTC time of day).
+fn event_line(e: &qmp_proto::Event) -> String {
+    let mut line = String::from("event ");
+    if let Some(t) = &e.timestamp {
+        let day = t.seconds.rem_euclid(86_400);
+        line.push_str(&format!(
+            "{:02}:{:02}:{:02}.{:06} ",
+            day / 3600,
+            day / 60 % 60,
+            day % 60,
+            t.microseconds
+        ));
+    }
+    line.push_str(&e.name);
+    if !e.data.is_empty() {
+        line.push(' ');
+        line.push_str(&Style::Compact.json(&Value::Object(e.data.clone())));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -731,6 +761,24 @@ mod tests {
         let s = qsd_schema();
         assert!(complete(Some(&s), Mode::Hmp, "info", 4).1.is_empty());
         assert!(complete(None, Mode::Qmp, "query", 5).1.is_empty());
+    }
+
+    #[test]
+    fn events_read_well_in_the_shell() {
+        let mut data = Map::new();
+        data.insert("guest".into(), json!(false));
+        let e = qmp_proto::Event {
+            name: "RESET".into(),
+            data,
+            timestamp: Some(qmp_proto::Timestamp {
+                seconds: 1_795_675_563,
+                microseconds: 648_354,
+            }),
+        };
+        assert_eq!(
+            event_line(&e),
+            r#"event 06:46:03.648354 RESET {"guest":false}"#
+        );
     }
 
     #[test]
