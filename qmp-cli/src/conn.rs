@@ -177,6 +177,11 @@ impl Conn {
                 drop(state);
                 return Err(Failure::connection(if greeted {
                     format!("{what} did not answer capability negotiation within {timeout:?}")
+                } else if matches!(target, Target::Pipe(_)) {
+                    format!(
+                        "no QMP greeting from {what} within {timeout:?}: a pipe monitor greets only \
+                         once, when QEMU starts, so only the first session over it works"
+                    )
                 } else {
                     format!(
                         "no QMP greeting from {what} within {timeout:?}: a QMP monitor serves one \

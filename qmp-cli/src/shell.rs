@@ -477,10 +477,12 @@ pub(crate) fn run(conn: Conn, style: Style) -> Result<u8, Failure> {
 
 fn script(mut shell: Shell) -> Result<u8, Failure> {
     let events = shell.conn.events();
-    let printer = thread::spawn(move || {
+    let (done, printed) = std::sync::mpsc::channel::<()>();
+    thread::spawn(move || {
         while let Recv::Event(e) = events.recv(None) {
             outln!("{}", output::event_text(Style::Compact, &e));
         }
+        let _ = done.send(());
     });
     let mut code = 0;
     let stdin = std::io::stdin();
@@ -494,8 +496,9 @@ fn script(mut shell: Shell) -> Result<u8, Failure> {
         }
     }
     drop(shell);
-    // The connection is closed: the printer has printed every event that arrived and ends.
-    let _ = printer.join();
+    // Closing the connection ends the printer once it has printed every event that arrived.
+    // (Pipes cannot be shut down from this side, so the wait is bounded.)
+    let _ = printed.recv_timeout(Duration::from_secs(1));
     Ok(code)
 }
 

@@ -335,6 +335,25 @@ fn tcp_pipe_listen_and_spawn_transports() {
     let q = Qemu::start(o, "pipe").unwrap();
     let r = qmp(&["--pipe", s(&base), "exec", "query-version"]);
     assert_eq!(r.code, 0, "pipe: {r:?}");
+    // A pipe monitor greets once, when QEMU starts: a second session gets no greeting.
+    let r = qmp(&[
+        "--pipe",
+        s(&base),
+        "--timeout",
+        "0.5",
+        "exec",
+        "query-version",
+    ]);
+    assert_eq!(r.code, 3, "pipe, second session: {r:?}");
+    assert!(r.stderr.contains("greets only once"), "{r:?}");
+    drop(q);
+    let base = dir.path().join("mon2");
+    let mut o = QemuOptions::new(Emulator::StorageDaemon);
+    o.endpoint = Some(Endpoint::Pipe(base.clone()));
+    let q = Qemu::start(o, "pipe").unwrap();
+    let r = qmp_stdin(&["--pipe", s(&base), "shell"], "query-version\n");
+    assert_eq!(r.code, 0, "pipe shell: {r:?}");
+    assert_eq!(r.json()["qemu"]["major"], 10);
     drop(q);
 
     // Listen: qmp waits, QEMU connects in client mode.
