@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 
 const DAEMON: &str = "qemu-storage-daemon";
 
-/// The daemon and its socket directory, cleaned up on drop.
+/// The daemon, stopped on drop (it has normally quit by then).
 struct Daemon {
     child: Child,
-    dir: PathBuf,
 }
 
 impl Drop for Daemon {
@@ -26,7 +25,15 @@ impl Drop for Daemon {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The socket directory, removed on drop (declared before the daemon, so dropped after it).
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -66,7 +73,8 @@ pub(crate) fn run(timeout: Duration) -> Result<u8, Failure> {
     let dir = std::env::temp_dir().join(format!("qmp-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)
         .map_err(|e| Failure::connection(format!("cannot create {}: {e}", dir.display())))?;
-    let socket = dir.join("qmp.sock");
+    let dir = Dir(dir);
+    let socket = dir.0.join("qmp.sock");
     let chardev = format!("socket,path={},server=on,wait=off,id=m0", socket.display());
     outln!("qmp demo: a short tour of QMP, the QEMU Machine Protocol, against a");
     outln!("qemu-storage-daemon (QEMU's block layer without a VM) started just for it.");
@@ -82,7 +90,7 @@ pub(crate) fn run(timeout: Duration) -> Result<u8, Failure> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Failure::connection(format!("cannot start {DAEMON}: {e}")))?;
-    let mut daemon = Daemon { child, dir };
+    let mut daemon = Daemon { child };
     // The daemon's messages matter only if it fails to start; its warnings would clutter the tour.
     let mut stderr = daemon.child.stderr.take();
     let messages = thread::spawn(move || {
