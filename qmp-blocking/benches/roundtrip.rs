@@ -98,8 +98,8 @@ fn setup() -> Option<Setup> {
 }
 
 fn interleaved(s: &mut Setup) {
-    const ROUNDS: usize = 10;
-    const BLOCK: u32 = 1000;
+    const ROUNDS: usize = 50;
+    const BLOCK: u32 = 200;
     let (mut raw, mut client) = (Duration::ZERO, Duration::ZERO);
     let mut ratios = Vec::new();
     for _ in 0..ROUNDS {

@@ -8,7 +8,7 @@
 //! consumer, so replies never stall behind unread events.
 
 use crate::events::{EventQueue, Events, Handler, HandlerFn, HandlerId, HandlerPanic};
-use crate::pool::Pool;
+use crate::pool::{Pool, Submitted};
 use crate::transport::{Connection, Waker, Writer};
 use crate::Error;
 use bytes::Bytes;
@@ -66,6 +66,10 @@ struct Inner {
     next_handler: u64,
     /// Async commands not yet called back, plus handler runs queued or running.
     busy: usize,
+    /// Callers to unpark once the lock is released.
+    to_wake: Vec<Thread>,
+    /// Handler runs dropped because the handler backlog was full.
+    dropped_handler_runs: u64,
     /// Threads waiting on `Shared::changed` (notify only when someone listens).
     waiters: usize,
     close_reason: Option<CloseReason>,
@@ -126,6 +130,7 @@ struct Shared {
     child: Mutex<Option<Child>>,
     exit_status: Mutex<Option<ExitStatus>>,
     pool: Pool,
+    handler_backlog: usize,
     label: String,
     fds_supported: bool,
 }
@@ -169,6 +174,15 @@ impl Shared {
         }
     }
 
+    /// Unlocks, then wakes the callers whose replies arrived.
+    fn release(&self, mut inner: MutexGuard<'_, Inner>) {
+        let wake = std::mem::take(&mut inner.to_wake);
+        drop(inner);
+        for t in wake {
+            t.unpark();
+        }
+    }
+
     fn notify(&self, inner: &Inner) {
         if inner.waiters > 0 {
             self.changed.notify_all();
@@ -181,17 +195,19 @@ impl Shared {
         id: CommandId,
         result: Result<Value, CommandError>,
     ) {
+        if let Some(Slot::Waiting {
+            thread,
+            result: slot,
+        }) = inner.slots.get_mut(&id)
+        {
+            *slot = Some(result);
+            // Woken once the lock is released (`Shared::release`), so it does not wake only to
+            // wait for the lock.
+            inner.to_wake.push(thread.clone());
+            return;
+        }
         match inner.slots.remove(&id) {
-            Some(Slot::Waiting { thread, .. }) => {
-                thread.unpark();
-                inner.slots.insert(
-                    id,
-                    Slot::Waiting {
-                        thread,
-                        result: Some(result),
-                    },
-                );
-            }
+            Some(Slot::Waiting { .. }) => {}
             Some(Slot::Callback { command, callback }) => {
                 let result =
                     result.map_err(|e| Error::from_command(&command, e, inner.end_detail.clone()));
@@ -222,7 +238,9 @@ impl Shared {
         });
     }
 
-    /// Runs `job` on the pool, catching a panic. `count` adds it to `busy` (else it already is).
+    /// Runs `job` on the pool, catching a panic. `count`: an event-handler run, added to `busy`
+    /// here and droppable behind a full backlog; otherwise a completion callback, counted in
+    /// `busy` at submission and never dropped.
     fn run_job(
         self: &Arc<Self>,
         inner: &mut Inner,
@@ -234,7 +252,7 @@ impl Shared {
             inner.busy += 1;
         }
         let shared = Arc::clone(self);
-        let queued = self.pool.submit(Box::new(move || {
+        let job: crate::pool::Job = Box::new(move || {
             let outcome = catch_unwind(AssertUnwindSafe(job));
             let mut inner = shared.lock();
             if let Err(payload) = outcome {
@@ -248,9 +266,18 @@ impl Shared {
             }
             inner.busy -= 1;
             shared.notify(&inner);
-        }));
-        if !queued {
-            inner.busy -= 1;
+        });
+        // Handler runs for events may be dropped behind a slow handler; callbacks never are.
+        match self.pool.submit(job, count, self.handler_backlog) {
+            Submitted::Queued => {}
+            Submitted::QueuedDroppingOldest => {
+                inner.busy -= 1;
+                inner.dropped_handler_runs += 1;
+            }
+            Submitted::Refused => inner.busy -= 1,
+        }
+        if inner.busy == 0 {
+            self.notify(inner);
         }
     }
 
@@ -301,7 +328,7 @@ impl Shared {
             inner.session.receive_eof();
             self.process(&mut inner);
         }
-        drop(inner);
+        self.release(inner);
         self.wake_reader();
     }
 
@@ -389,7 +416,7 @@ fn read_loop(shared: Arc<Shared>, mut reader: Box<dyn Read + Send>) {
         }
         shared.process(&mut inner);
         let write = !inner.outgoing.is_empty();
-        drop(inner);
+        shared.release(inner);
         if end {
             break;
         }
@@ -408,6 +435,7 @@ fn teardown(shared: &Arc<Shared>, reader: Option<JoinHandle<()>>) {
         inner.session.close();
         shared.process(&mut inner);
         shared.notify(&inner);
+        shared.release(inner);
     }
     shared.wake_reader();
     if let Some(h) = reader {
@@ -501,6 +529,7 @@ pub struct Builder {
     connect_timeout: Duration,
     event_capacity: usize,
     handler_threads: usize,
+    handler_backlog: usize,
 }
 
 impl Default for Builder {
@@ -511,6 +540,7 @@ impl Default for Builder {
             connect_timeout: Duration::from_secs(10),
             event_capacity: 1024,
             handler_threads: 1,
+            handler_backlog: 1024,
         }
     }
 }
@@ -545,6 +575,14 @@ impl Builder {
     /// a time, in order). Started on first use.
     pub fn handler_threads(mut self, threads: usize) -> Self {
         self.handler_threads = threads.max(1);
+        self
+    }
+
+    /// How many event-handler runs may wait for a handler thread (1024 unless set). When a slow
+    /// handler lets more pile up, the oldest waiting run is dropped and counted
+    /// ([`Stats::dropped_handler_runs`]); completion callbacks are never dropped.
+    pub fn handler_backlog(mut self, runs: usize) -> Self {
+        self.handler_backlog = runs.max(1);
         self
     }
 
@@ -663,6 +701,8 @@ impl Builder {
                 handlers: Vec::new(),
                 next_handler: 0,
                 busy: 0,
+                to_wake: Vec::new(),
+                dropped_handler_runs: 0,
                 waiters: 0,
                 close_reason: None,
                 end_detail: None,
@@ -681,6 +721,7 @@ impl Builder {
             child: Mutex::new(child),
             exit_status: Mutex::new(None),
             pool: Pool::new(self.handler_threads),
+            handler_backlog: self.handler_backlog,
             label,
         });
         let reader_shared = Arc::clone(&shared);
@@ -750,6 +791,8 @@ pub struct Stats {
     pub session: qmp_proto::Stats,
     /// Events dropped because the queue was full.
     pub dropped_events: u64,
+    /// Event-handler runs dropped because the handler backlog was full.
+    pub dropped_handler_runs: u64,
     /// Warnings seen (garbage skipped, id-less errors, unknown ids...).
     pub warnings: u64,
     /// Handlers and callbacks that panicked.
@@ -1235,6 +1278,7 @@ impl Client {
         Stats {
             session: inner.session.stats(),
             dropped_events: inner.events.dropped(),
+            dropped_handler_runs: inner.dropped_handler_runs,
             warnings: inner.warnings_total,
             handler_panics: inner.panics_total,
         }

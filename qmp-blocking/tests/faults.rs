@@ -254,3 +254,43 @@ fn id_less_errors_and_stale_replies_leave_commands_pending() {
     assert!(matches!(w[1], Warning::UnmatchedReply { .. }), "{w:?}");
     assert_eq!(c.stats().warnings, 2);
 }
+
+#[test]
+fn a_slow_handler_has_a_bounded_backlog() {
+    let mut flood = Vec::new();
+    for n in 0..100 {
+        flood.extend(format!("{{\"event\": \"E\", \"data\": {{\"n\": {n}}}}}\r\n").bytes());
+    }
+    flood.extend(b"{\"return\": {}, \"id\": \"t1\"}\r\n");
+    let p = peer(vec![
+        Step::ReadLines(2),
+        Step::Send(flood),
+        Step::ReadLines(3),
+    ]);
+    let c = Client::builder()
+        .config(config())
+        .timeout(T)
+        .handler_backlog(2)
+        .connect_unix(p.path())
+        .unwrap();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = std::sync::Arc::clone(&seen);
+    c.on_event("E", move |e| {
+        // The first run blocks until released: a slow handler.
+        let _ = release_rx.lock().unwrap().recv_timeout(T);
+        seen2.lock().unwrap().push(e.data["n"].as_u64().unwrap());
+    });
+    c.execute("x", ()).unwrap();
+    let dropped = c.stats().dropped_handler_runs;
+    assert!((97..=98).contains(&dropped), "{dropped}");
+    drop(release_tx);
+    c.wait_timeout(T).unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len() as u64 + dropped, 100);
+    // The newest runs survived, in order.
+    assert_eq!(seen[seen.len() - 2..], [98, 99]);
+    // The event queue itself kept every event (its own bound is larger).
+    assert_eq!(c.queued_events(), 100);
+}

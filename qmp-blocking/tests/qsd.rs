@@ -217,3 +217,33 @@ fn a_timed_out_command_is_abandoned_and_the_connection_goes_on() {
     assert!(e.qmp_error().unwrap().desc.contains("'after'"));
     assert_eq!(c.stats().session.discarded_replies, 1);
 }
+
+#[test]
+fn twelve_threads_with_oob_stay_within_eight_in_flight() {
+    let Some(q) = qsd("twelve_threads_with_oob_stay_within_eight_in_flight") else {
+        return;
+    };
+    let c = Client::builder()
+        .oob(true)
+        .timeout(T)
+        .connect_unix(q.socket())
+        .unwrap();
+    assert!(c.oob_enabled());
+    // More callers than QEMU's 8-command queue: the session holds the rest back and the reader
+    // thread sends them as replies come in.
+    std::thread::scope(|s| {
+        for t in 0..12 {
+            let c = &c;
+            s.spawn(move || {
+                for k in 0..10 {
+                    let node = format!("o{t}-{k}");
+                    let e = c
+                        .execute("blockdev-del", json!({"node-name": node}))
+                        .unwrap_err();
+                    assert!(e.qmp_error().unwrap().desc.contains(&format!("'{node}'")));
+                }
+            });
+        }
+    });
+    assert_eq!(c.pending(), 0);
+}
