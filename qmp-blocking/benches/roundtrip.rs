@@ -3,7 +3,13 @@
 //!
 //! Both talk to the same qemu-storage-daemon over two monitors, so they can be measured
 //! alternately. criterion measures each; then an interleaved run (raw and client in alternating
-//! blocks) prints the ratio, which is what to compare on a shared machine.
+//! blocks of 100) prints the ratio, which is what to compare on a shared machine: the median of
+//! the per-round ratios resists the stalls other processes cause.
+//!
+//! Two baselines: one sends the very bytes the client sends (ids of 4 letters + a counter), the
+//! other a 2-character id. QEMU reads its input one byte per syscall, so the id's length alone
+//! moves the round trip by several microseconds per byte; the first baseline measures the
+//! client, the second what the id format costs.
 //!
 //! `cargo bench -p qmp-blocking --bench roundtrip`
 
@@ -22,6 +28,9 @@ struct Raw {
     writer: UnixStream,
     reader: BufReader<UnixStream>,
     line: String,
+    /// Counter for ids shaped like the client's (4 letters + a counter).
+    counter: u64,
+    command: Vec<u8>,
 }
 
 impl Raw {
@@ -32,6 +41,10 @@ impl Raw {
             writer,
             reader: BufReader::new(reader.get_mut().try_clone().unwrap()),
             line: String::new(),
+            // The client's counter passes 10,000 during criterion's runs; from here on both send
+            // ids of 9 characters.
+            counter: 10_000,
+            command: Vec::with_capacity(64),
         };
         raw.read_line(); // greeting
         raw.writer
@@ -46,11 +59,27 @@ impl Raw {
         self.reader.read_line(&mut self.line).unwrap();
     }
 
-    /// Same shape as the client's command: no arguments, a short string id.
-    fn round_trip(&mut self) {
+    /// A fixed command with a 2-character id: the minimum QEMU has to read.
+    fn round_trip_short(&mut self) {
         self.writer
-            .write_all(b"{\"execute\":\"query-version\",\"id\":\"abcd1\"}\n")
+            .write_all(b"{\"execute\":\"query-version\",\"id\":\"r1\"}\n")
             .unwrap();
+        self.read_line();
+        debug_assert!(self.line.contains("\"return\""));
+    }
+
+    /// The same bytes the client sends: no arguments, an id of 4 letters + a counter. QEMU
+    /// reads its input one byte per syscall, so each byte of id costs QEMU a few microseconds.
+    fn round_trip(&mut self) {
+        self.counter += 1;
+        self.command.clear();
+        writeln!(
+            self.command,
+            "{{\"execute\":\"query-version\",\"id\":\"abcd{}\"}}",
+            self.counter
+        )
+        .unwrap();
+        self.writer.write_all(&self.command).unwrap();
         self.read_line();
         debug_assert!(self.line.contains("\"return\""));
     }
@@ -98,10 +127,10 @@ fn setup() -> Option<Setup> {
 }
 
 fn interleaved(s: &mut Setup) {
-    const ROUNDS: usize = 50;
-    const BLOCK: u32 = 200;
-    let (mut raw, mut client) = (Duration::ZERO, Duration::ZERO);
-    let mut ratios = Vec::new();
+    const ROUNDS: usize = 60;
+    const BLOCK: u32 = 100;
+    let (mut raw, mut short, mut client) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut ratios, mut short_ratios) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let t = Instant::now();
         for _ in 0..BLOCK {
@@ -113,24 +142,42 @@ fn interleaved(s: &mut Setup) {
             client_round_trip(&s.client);
         }
         let c = t.elapsed();
+        let t = Instant::now();
+        for _ in 0..BLOCK {
+            s.raw.round_trip_short();
+        }
+        let sh = t.elapsed();
         raw += r;
         client += c;
+        short += sh;
         ratios.push(c.as_secs_f64() / r.as_secs_f64());
+        short_ratios.push(c.as_secs_f64() / sh.as_secs_f64());
     }
-    ratios.sort_by(f64::total_cmp);
     let n = f64::from(BLOCK) * ROUNDS as f64;
-    let raw_rate = n / raw.as_secs_f64();
-    let client_rate = n / client.as_secs_f64();
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / n;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (m, lo, hi) = median(&mut ratios);
+    let (ms, los, his) = median(&mut short_ratios);
     eprintln!(
-        "interleaved ({ROUNDS} rounds x {BLOCK} round trips each): raw {:.1} us ({raw_rate:.0}/s), \
-         client {:.1} us ({client_rate:.0}/s); client rate = {:.1}% of raw; \
-         per-round time ratio client/raw: median {:.3}, min {:.3}, max {:.3}",
-        raw.as_secs_f64() * 1e6 / n,
-        client.as_secs_f64() * 1e6 / n,
-        100.0 * client_rate / raw_rate,
-        ratios[ratios.len() / 2],
-        ratios[0],
-        ratios[ratios.len() - 1],
+        "interleaved, {ROUNDS} rounds x {BLOCK} round trips per variant:\n  \
+         raw, same bytes as the client: {:.1} us/op ({:.0}/s)\n  \
+         raw, 2-character id:           {:.1} us/op ({:.0}/s)\n  \
+         qmp-blocking Client:           {:.1} us/op ({:.0}/s)\n  \
+         client rate vs raw same bytes: median of rounds {:.1}%, overall {:.1}%  (per-round time ratio client/raw: median {m:.3}, min {lo:.3}, max {hi:.3})\n  \
+         client rate vs raw short id:   median of rounds {:.1}%, overall {:.1}%  (per-round time ratio client/raw: median {ms:.3}, min {los:.3}, max {his:.3})",
+        us(raw),
+        1e6 / us(raw),
+        us(short),
+        1e6 / us(short),
+        us(client),
+        1e6 / us(client),
+        100.0 / m,
+        100.0 * raw.as_secs_f64() / client.as_secs_f64(),
+        100.0 / ms,
+        100.0 * short.as_secs_f64() / client.as_secs_f64(),
     );
 }
 
@@ -141,7 +188,12 @@ fn bench(c: &mut Criterion) {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    group.bench_function("raw UnixStream", |b| b.iter(|| s.raw.round_trip()));
+    group.bench_function("raw UnixStream, same bytes", |b| {
+        b.iter(|| s.raw.round_trip())
+    });
+    group.bench_function("raw UnixStream, 2-character id", |b| {
+        b.iter(|| s.raw.round_trip_short())
+    });
     group.bench_function("qmp-blocking Client", |b| {
         b.iter(|| client_round_trip(&s.client))
     });

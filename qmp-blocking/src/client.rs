@@ -920,7 +920,8 @@ impl Client {
     /// Runs a command with options: timeout, `exec-oob`, file descriptors.
     ///
     /// On timeout the command is abandoned: its late reply is discarded and the connection stays
-    /// usable.
+    /// usable. A command is never cut off mid-write (that would desync QEMU's parser): if QEMU
+    /// does not read at all and the OS buffer is full, the write, and so the call, waits for it.
     pub fn execute_with(
         &self,
         name: &str,
@@ -1389,5 +1390,17 @@ impl Drop for Client {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         teardown(&self.shared, reader);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Client>();
+        check::<Error>();
     }
 }
