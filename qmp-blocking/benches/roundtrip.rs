@@ -111,8 +111,9 @@ fn setup() -> Option<Setup> {
         "chardev=raw".into(),
     ];
     let qsd = Qemu::start(opts, "roundtrip bench")?;
+    // The socket file appears before QEMU listens on it: retry until a connect succeeds.
     let until = Instant::now() + Duration::from_secs(10);
-    while !raw_sock.exists() {
+    while UnixStream::connect(&raw_sock).is_err() {
         assert!(Instant::now() < until, "raw monitor socket did not appear");
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -438,6 +438,9 @@ fn teardown(shared: &Arc<Shared>, reader: Option<JoinHandle<()>>) {
         shared.release(inner);
     }
     shared.wake_reader();
+    // Close our write half now, even if a reader thread that cannot be woken still holds `shared`.
+    *shared.writer.lock().unwrap_or_else(PoisonError::into_inner) =
+        Writer::Other(Box::new(std::io::sink()));
     if let Some(h) = reader {
         if shared.waker.joinable() && h.thread().id() != thread::current().id() {
             let _ = h.join();
@@ -1008,7 +1011,8 @@ impl Client {
     }
 
     /// Waits until every [`Client::execute_async`] command has been answered and its callback
-    /// has run, and every handler run for events received so far has finished.
+    /// has run, and every handler run for events received so far has finished. Do not call it
+    /// from a handler or callback: it would wait for itself.
     pub fn wait(&self) -> Result<(), Error> {
         self.wait_deadline(None)
     }
@@ -1171,7 +1175,8 @@ impl Client {
     }
 
     /// Waits at most `timeout` for an event named `name` for which `matches` is true, and removes
-    /// it from the queue. Other events stay queued, in order. Queued events are looked at first.
+    /// it from the queue. Other events stay queued, in order. Queued events are looked at first,
+    /// so an event that arrived before the call is found too (with a queue capacity above 0).
     ///
     /// ```no_run
     /// use std::time::Duration;
