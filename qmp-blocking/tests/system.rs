@@ -70,11 +70,14 @@ fn quit_sends_shutdown_and_closes_cleanly() {
     let c = connect(&q);
     c.quit().unwrap();
     assert!(!c.is_connected());
-    // SHUTDOWN came before the reply and stays readable after the end.
-    let e = c.next_event(T).unwrap();
-    let s: Shutdown = e.decode::<Shutdown>().unwrap().unwrap();
+    // SHUTDOWN came before the reply and stays readable after the end; the event iterator
+    // ends once the connection has closed and the queue is empty.
+    let events: Vec<_> = c.events().collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let s: Shutdown = events[0].decode::<Shutdown>().unwrap().unwrap();
     assert_eq!(s.reason, "host-qmp-quit");
     assert!(c.next_event(T).unwrap_err().is_disconnected());
+    assert!(c.events().next_timeout(T).unwrap_err().is_disconnected());
     assert!(c.execute("query-status", ()).unwrap_err().is_disconnected());
     assert!(q.wait_exit(T), "QEMU exited");
     c.close();
