@@ -1,1 +1,77 @@
-//! qmp-blocking: not yet implemented (see the project issues).
+//! A blocking QEMU Machine Protocol (QMP) client over std: connect, run commands, watch events,
+//! with no async runtime.
+//!
+//! This crate only moves bytes and threads. Every protocol decision (framing, negotiation, ids,
+//! flow control, limits, what a bad message means) is made by [`qmp_proto`].
+//!
+//! ```no_run
+//! use qmp_blocking::Client;
+//! use serde_json::json;
+//! use std::time::Duration;
+//!
+//! let client = Client::connect_unix("/run/qemu/vm1.qmp")?;
+//! println!("QEMU {}", client.greeting().version);
+//!
+//! let status = client.query("status")?;                      // query-status
+//! println!("VM is {}", status["status"]);
+//!
+//! client.execute("stop", ())?;
+//! let stop = client.wait_event("STOP", |_| true, Duration::from_secs(5))?;
+//! println!("stopped at {:?}", stop.timestamp);
+//!
+//! match client.execute("blockdev-del", json!({"node-name": "nope"})) {
+//!     Err(e) => println!("{e}"), // 'blockdev-del' failed: GenericError: Failed to find node ...
+//!     Ok(_) => unreachable!(),
+//! }
+//! client.quit()?;
+//! # Ok::<(), qmp_blocking::Error>(())
+//! ```
+//!
+//! # Transports
+//! Every form of QEMU's `-qmp` option, on [`Builder`] (with shortcuts on [`Client`]):
+//!
+//! | QEMU side | client side |
+//! | --- | --- |
+//! | `-qmp unix:PATH,server=on,wait=off` | [`Builder::connect_unix`] |
+//! | `-qmp tcp:HOST:PORT,server=on,wait=off` | [`Builder::connect_tcp`] |
+//! | `-qmp stdio` (QEMU started by the client) | [`Builder::spawn`] |
+//! | `-qmp pipe:BASE` (FIFOs `BASE.in`, `BASE.out`) | [`Builder::connect_pipe`] |
+//! | `-qmp unix:PATH` (QEMU connects to us) | [`Builder::accept_unix`] |
+//! | a stream or reader + writer you already have | [`Builder::connect_unix_stream`], [`Builder::connect_tcp_stream`], [`Builder::connect_io`] |
+//!
+//! The connect timeout covers connecting and receiving the greeting and negotiating, so a peer
+//! that accepts but never greets (e.g. a monitor already serving another client) fails in time.
+//! File descriptors ([`Client::getfd`], [`Client::add_fd`], [`CallOptions::fds`]) go over Unix
+//! sockets only.
+//!
+//! # Threads
+//! A [`Client`] is `Send + Sync`. One reader thread per connection reads all the time (QEMU
+//! buffers unread output without limit, and replies queue behind unread events), hands bytes to
+//! the session, wakes the caller whose reply arrived, and queues events in a bounded queue that
+//! drops the oldest when full ([`Client::dropped_events`]). Callers write their own commands, one
+//! write call each. Event handlers and completion callbacks run on a small worker pool
+//! ([`Builder::handler_threads`]); a panic there is caught and reported.
+//!
+//! # Errors
+//! [`Error`] says what happened: QEMU's error with class, description and the command
+//! ([`Error::Qmp`]), [`Error::Timeout`], [`Error::Disconnected`] (at once when QEMU dies, for
+//! pending and later calls), [`Error::Protocol`], [`Error::Io`] with the path or address.
+
+#![deny(missing_docs)]
+
+mod client;
+mod error;
+mod events;
+mod pool;
+mod transport;
+
+pub use client::{Builder, CallOptions, Client, Stats};
+pub use error::{Error, ProtocolError};
+pub use events::{Events, HandlerId, HandlerPanic};
+
+pub use qmp_proto;
+/// Typed commands (`QueryStatus`, `Stop`, `AddFd`, ...) for [`Client::run`], from qmp-proto.
+pub use qmp_proto::command;
+/// Typed event data (`Shutdown`, `JobStatusChange`, ...) for [`Event::decode`], from qmp-proto.
+pub use qmp_proto::events as event_data;
+pub use qmp_proto::{Command, Config, ErrorClass, Event, Greeting, Limits, QmpError, Warning};

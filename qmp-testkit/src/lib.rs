@@ -178,6 +178,26 @@ pub fn free_tcp_addr() -> io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
+/// Whether a Unix socket at `path` is listening, read from `/proc/net/unix` so that no connection
+/// is taken. QEMU creates the file at bind(), before listen(): a connect in between is refused, so
+/// the file's existence is not enough. Without /proc, falls back to the file's existence.
+fn unix_listening(path: &Path) -> bool {
+    const SO_ACCEPTCON: u32 = 0x10000;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return path.exists();
+    };
+    let Some(path) = path.to_str() else {
+        return path.exists();
+    };
+    // Num RefCount Protocol Flags Type St Inode Path
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8
+            && fields[7] == path
+            && u32::from_str_radix(fields[3], 16).is_ok_and(|f| f & SO_ACCEPTCON != 0)
+    })
+}
+
 /// A running QEMU, killed and reaped on drop, with its temp dir.
 #[derive(Debug)]
 pub struct Qemu {
@@ -236,7 +256,7 @@ impl Qemu {
                 panic!("QEMU exited at start ({status}): {err}");
             }
             let ready = match &self.endpoint {
-                Endpoint::Unix(p) => p.exists(),
+                Endpoint::Unix(p) => unix_listening(p),
                 Endpoint::Tcp(a) => std::net::TcpStream::connect(a).is_ok_and(|s| {
                     // This probe takes QEMU's only monitor connection for a moment; close it so the
                     // test's client gets the next one.
