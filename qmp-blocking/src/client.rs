@@ -32,6 +32,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
+/// How long a spawned QEMU that closed its monitor while connecting may take to exit before
+/// the client gives up on reporting its exit status (and kills it).
+const CHILD_EXIT_GRACE: Duration = Duration::from_millis(500);
+
 /// How many warnings and handler panics are kept for `take_*` (the oldest go first).
 const KEPT_REPORTS: usize = 64;
 
@@ -330,6 +334,26 @@ impl Shared {
         }
         self.release(inner);
         self.wake_reader();
+    }
+
+    /// The exit status of a spawned QEMU, if it exits within `grace` (it closes its stdout a
+    /// moment before it can be reaped). Kept for [`Client::exit_status`].
+    fn child_exit(&self, grace: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        let c = child.as_mut()?;
+        let deadline = Instant::now() + grace;
+        let status = loop {
+            match c.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(2)),
+                _ => return None,
+            }
+        };
+        *self
+            .exit_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(status);
+        Some(status)
     }
 
     fn wake_reader(&self) {
@@ -658,7 +682,8 @@ impl Builder {
     /// Starts QEMU with its monitor on stdio (the command must include `-qmp stdio`, or a
     /// `-chardev stdio` monitor). The client owns the process: closing it kills and reaps QEMU.
     /// stdin and stdout are taken over; set stderr as you like and, if piped, read it with
-    /// [`Client::take_stderr`].
+    /// [`Client::take_stderr`]. If QEMU exits before negotiation completes (a bad option, say),
+    /// the [`Error::Disconnected`] detail gives its exit status, e.g. `QEMU exited (exit status: 1)`.
     pub fn spawn(self, command: std::process::Command) -> Result<Client, Error> {
         let deadline = Instant::now() + self.connect_timeout;
         let conn = Connection::spawn(command)?;
@@ -774,14 +799,24 @@ impl Builder {
                 stderr: Mutex::new(stderr),
             }),
             Err(e) => {
-                teardown(&shared, Some(handle));
-                Err(match e {
+                let e = match e {
                     Error::Timeout { waiting_for, .. } => Error::Timeout {
                         waiting_for,
                         after: timeout,
                     },
+                    // A spawned QEMU that closes its stdout this early is exiting (a bad option,
+                    // say): its exit status tells the caller more than the closed pipe does.
+                    Error::Disconnected { command, detail } => Error::Disconnected {
+                        command,
+                        detail: match shared.child_exit(CHILD_EXIT_GRACE) {
+                            Some(status) => Some(format!("QEMU exited ({status})")),
+                            None => detail,
+                        },
+                    },
                     e => e,
-                })
+                };
+                teardown(&shared, Some(handle));
+                Err(e)
             }
         }
     }

@@ -100,6 +100,21 @@ fn stdio_spawned_qemu_is_owned_killed_and_reaped() {
 }
 
 #[test]
+fn stdio_exit_before_the_greeting_reports_the_exit_status() {
+    // Any program that exits at once stands for a QEMU given a bad option.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "exit 3"]);
+    let e = within("spawn", move || {
+        Client::builder().connect_timeout(T).spawn(cmd).unwrap_err()
+    });
+    assert!(e.is_disconnected(), "{e:?}");
+    assert!(
+        e.to_string().contains("QEMU exited (exit status: 3)"),
+        "{e}"
+    );
+}
+
+#[test]
 fn stdio_quit_waits_for_exit() {
     if qmp_testkit::require(Emulator::StorageDaemon, "stdio_quit_waits_for_exit").is_none() {
         return;

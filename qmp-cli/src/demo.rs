@@ -1,9 +1,9 @@
 //! `qmp demo`: starts a qemu-storage-daemon of its own and walks through QMP, printing each step
 //! and the `qmp` command line that does the same.
 
-use crate::conn::{Conn, ExecError, Recv, Target};
+use crate::monitor::Recv;
 use crate::output::Style;
-use crate::transport::install_hint;
+use crate::transport::{self, install_hint, Target};
 use crate::Failure;
 use serde_json::{json, Map, Value};
 use std::io::Read;
@@ -117,8 +117,8 @@ pub(crate) fn run(timeout: Duration) -> Result<u8, Failure> {
         }
         thread::sleep(Duration::from_millis(5));
     }
-    let conn = Conn::open(Target::Unix(socket.clone()), timeout)?;
-    let g = conn.greeting();
+    let conn = transport::connect(&Target::Unix(socket.clone()), timeout, crate::EVENT_QUEUE)?;
+    let g = conn.client().greeting();
     outln!(
         "  Connected. QEMU greets with its version {} and capabilities [{}];",
         g.version,
@@ -171,7 +171,6 @@ pub(crate) fn run(timeout: Duration) -> Result<u8, Failure> {
     }
 
     step(5, "Copy src to dst with a block job, and watch its events");
-    let events = conn.events();
     shell_line("exec blockdev-backup job-id=job0 device=src target=dst sync=full");
     let args = obj(json!({"job-id": "job0", "device": "src", "target": "dst", "sync": "full"}));
     let reply = conn.execute("blockdev-backup", args)?;
@@ -179,7 +178,7 @@ pub(crate) fn run(timeout: Duration) -> Result<u8, Failure> {
     // gone once its status is "null".
     let until = Instant::now() + timeout;
     loop {
-        match events.recv(Some(until.saturating_duration_since(Instant::now()))) {
+        match conn.next_event(Some(until.saturating_duration_since(Instant::now()))) {
             Recv::Event(e) => {
                 let data = Style::Compact.json(&Value::Object(e.data.clone()));
                 outln!("  event {} {data}", e.name);
@@ -201,12 +200,12 @@ pub(crate) fn run(timeout: Duration) -> Result<u8, Failure> {
     step(6, "An error: QEMU answers with a class and a description");
     shell_line("exec blockdev-del node-name=nope");
     match conn.execute("blockdev-del", obj(json!({"node-name": "nope"}))) {
-        Err(ExecError::Qmp(e)) => {
-            outln!("  qmp: {}: {}", e.class, e.desc);
+        Err(f) if f.code == 1 => {
+            outln!("  qmp: {f}");
             outln!("  (printed on stderr; qmp exits with status 1 for QEMU errors)");
         }
         Ok(v) => outln!("  unexpectedly succeeded: {}", Style::Compact.json(&v)),
-        Err(ExecError::Fatal(f)) => return Err(f),
+        Err(f) => return Err(f),
     }
 
     step(7, "Quit: QEMU replies, then exits");

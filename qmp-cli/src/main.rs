@@ -18,8 +18,8 @@ macro_rules! out {
 
 mod args;
 mod cli;
-mod conn;
 mod demo;
+mod monitor;
 mod output;
 mod schema;
 mod shell;
@@ -28,9 +28,9 @@ mod transport;
 
 use clap::Parser;
 use cli::{Cli, Command};
-use conn::{Conn, ExecError, Recv};
+use monitor::{Monitor, Recv};
 use output::Style;
-use qmp_proto::QmpError;
+use qmp_blocking::QmpError;
 use std::fmt;
 use std::io::Write;
 use std::process::ExitCode;
@@ -85,15 +85,6 @@ impl fmt::Display for Failure {
     }
 }
 
-impl From<ExecError> for Failure {
-    fn from(e: ExecError) -> Failure {
-        match e {
-            ExecError::Qmp(e) => Failure::qmp(&e),
-            ExecError::Fatal(f) => f,
-        }
-    }
-}
-
 /// The unwind payload of a write to a closed stdout.
 struct StdoutClosed;
 
@@ -138,7 +129,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Exec { command, args } => {
             // Read the arguments before connecting: a usage error should not need QEMU.
             let args = args::parse(&args).map_err(|e| Failure::usage(e.to_string()))?;
-            let conn = Conn::open(conn::Target::from_args(&cli.connect)?, timeout)?;
+            let conn = connect(&cli.connect, timeout)?;
             let value = conn.execute(&command, args)?;
             outln!("{}", style.json(&value));
         }
@@ -148,7 +139,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             timeout: limit,
         } => {
             let limit = limit.map(|s| secs(s, "events --timeout")).transpose()?;
-            let conn = Conn::open(conn::Target::from_args(&cli.connect)?, timeout)?;
+            let conn = connect(&cli.connect, timeout)?;
             // JSON lines: one event per line unless --pretty asks otherwise.
             let style = if cli.pretty {
                 Style::Pretty
@@ -158,7 +149,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             events(&conn, &names, count, limit, style)?;
         }
         Command::Hmp { command_line } => {
-            let conn = Conn::open(conn::Target::from_args(&cli.connect)?, timeout)?;
+            let conn = connect(&cli.connect, timeout)?;
             let text = conn.hmp(&command_line.join(" "))?;
             out!("{text}");
             if !text.is_empty() && !text.ends_with('\n') {
@@ -166,7 +157,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
         }
         Command::Schema { name } => {
-            let conn = Conn::open(conn::Target::from_args(&cli.connect)?, timeout)?;
+            let conn = connect(&cli.connect, timeout)?;
             let schema = conn.schema()?;
             match name {
                 None => out!("{}", schema.summary()),
@@ -181,16 +172,26 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
         }
         Command::Shell => {
-            let conn = Conn::open(conn::Target::from_args(&cli.connect)?, timeout)?;
-            return shell::run(conn, style);
+            let target = transport::Target::from_args(&cli.connect)?;
+            return shell::run(&target, timeout, style);
         }
     }
     Ok(0)
 }
 
+/// Connects where the options say, keeping the default number of unread events (1024; more are
+/// dropped, oldest first, and reported).
+fn connect(args: &cli::ConnectArgs, timeout: Duration) -> Result<Monitor, Failure> {
+    let target = transport::Target::from_args(args)?;
+    transport::connect(&target, timeout, EVENT_QUEUE)
+}
+
+/// How many unread events are kept.
+pub(crate) const EVENT_QUEUE: usize = 1024;
+
 /// `qmp events`: prints matching events until `count` arrived, `limit` elapsed, or QEMU left.
 fn events(
-    conn: &Conn,
+    conn: &Monitor,
     names: &[String],
     count: Option<u64>,
     limit: Option<Duration>,
@@ -198,10 +199,9 @@ fn events(
 ) -> Result<(), Failure> {
     let deadline = limit.map(|l| Instant::now() + l);
     let mut seen = 0u64;
-    let events = conn.events();
     while count.is_none_or(|c| seen < c) {
         let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        match events.recv(wait) {
+        match conn.next_event(wait) {
             Recv::Event(e) => {
                 if names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case(&e.name)) {
                     seen += 1;

@@ -1,6 +1,6 @@
 //! How results and events are printed.
 
-use qmp_proto::Event;
+use qmp_blocking::Event;
 use serde_json::Value;
 use std::io::IsTerminal;
 
@@ -80,7 +80,7 @@ pub(crate) fn hmp_text(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qmp_proto::Timestamp;
+    use qmp_blocking::qmp_proto::Timestamp;
     use serde_json::{json, Map};
 
     #[test]

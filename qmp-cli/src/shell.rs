@@ -3,9 +3,10 @@
 //! The parts that need no terminal — reading a line into an action, completing a line from the
 //! schema — are plain functions with unit tests; the loops around them are thin.
 
-use crate::conn::{Conn, ExecError, Recv};
+use crate::monitor::{Monitor, Recv};
 use crate::output::{self, Style};
 use crate::schema::Schema;
+use crate::transport::{self, Target};
 use crate::{args, Failure};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -357,8 +358,8 @@ enum Outcome {
     Exit,
 }
 
-struct Shell {
-    conn: Conn,
+struct Shell<'m> {
+    conn: &'m Monitor,
     /// Set when the user leaves or quits QEMU, so that the connection closing then is expected.
     leaving: Arc<AtomicBool>,
     schema: Option<Arc<Schema>>,
@@ -366,7 +367,7 @@ struct Shell {
     mode: Mode,
 }
 
-impl Shell {
+impl Shell<'_> {
     /// Runs one line; a lost connection is the error.
     fn run_line(&mut self, line: &str) -> Result<Outcome, Failure> {
         let action = match parse_line(line, self.mode) {
@@ -424,7 +425,7 @@ impl Shell {
                 if quit && r.is_ok() {
                     // QEMU closes the connection right after its reply to quit.
                     let deadline = Instant::now() + Duration::from_secs(2);
-                    while !self.conn.is_closed() && Instant::now() < deadline {
+                    while self.conn.client().is_connected() && Instant::now() < deadline {
                         thread::sleep(Duration::from_millis(10));
                     }
                     return Ok(Outcome::Exit);
@@ -435,54 +436,53 @@ impl Shell {
         let _ = std::io::stdout().flush();
         match result {
             Ok(()) => Ok(Outcome::Done),
-            Err(ExecError::Qmp(e)) => {
-                eprintln!("error: {}: {}", e.class, e.desc);
+            // Exit status 1: QEMU answered with an error.
+            Err(f) if f.code == 1 => {
+                eprintln!("error: {f}");
                 Ok(Outcome::Failed)
             }
-            Err(ExecError::Fatal(f)) if f.code == 2 => {
+            Err(f) if f.code == 2 => {
                 eprintln!("error: {f}");
                 Ok(Outcome::Unreadable)
             }
-            Err(ExecError::Fatal(f)) => Err(f),
+            Err(f) => Err(f),
         }
     }
 }
 
-/// Runs the shell on `conn`: interactive on a terminal, line by line otherwise.
-pub(crate) fn run(conn: Conn, style: Style) -> Result<u8, Failure> {
+/// Connects to `target` and runs the shell: interactive on a terminal, line by line otherwise.
+pub(crate) fn run(target: &Target, timeout: Duration, style: Style) -> Result<u8, Failure> {
+    let terminal = std::io::stdin().is_terminal();
+    // A script prints events from a handler as they arrive; nothing is left to queue.
+    let queue = if terminal { crate::EVENT_QUEUE } else { 0 };
+    let conn = transport::connect(target, timeout, queue)?;
     let schema = match conn.schema() {
         Ok(s) => Some(Arc::new(s)),
-        Err(ExecError::Qmp(e)) => {
-            eprintln!(
-                "qmp: no completion: query-qmp-schema failed: {}: {}",
-                e.class, e.desc
-            );
+        Err(f) if f.code == 1 => {
+            eprintln!("qmp: no completion: query-qmp-schema failed: {f}");
             None
         }
-        Err(ExecError::Fatal(f)) => return Err(f),
+        Err(f) => return Err(f),
     };
     let shell = Shell {
-        conn,
+        conn: &conn,
         leaving: Arc::new(AtomicBool::new(false)),
         schema,
         style,
         mode: Mode::Qmp,
     };
-    if std::io::stdin().is_terminal() {
+    if terminal {
         interactive(shell)
     } else {
         script(shell)
     }
 }
 
-fn script(mut shell: Shell) -> Result<u8, Failure> {
-    let events = shell.conn.events();
-    let (done, printed) = std::sync::mpsc::channel::<()>();
-    thread::spawn(move || {
-        while let Recv::Event(e) = events.recv(None) {
-            outln!("{}", output::event_text(Style::Compact, &e));
-        }
-        let _ = done.send(());
+fn script(mut shell: Shell<'_>) -> Result<u8, Failure> {
+    // On qmp-blocking's handler thread; closing the client runs the handler for every event that
+    // arrived before.
+    shell.conn.client().on_any_event(|e| {
+        outln!("{}", output::event_text(Style::Compact, e));
     });
     let mut code = 0;
     let stdin = std::io::stdin();
@@ -495,14 +495,11 @@ fn script(mut shell: Shell) -> Result<u8, Failure> {
             Outcome::Exit => break,
         }
     }
-    drop(shell);
-    // Closing the connection ends the printer once it has printed every event that arrived.
-    // (Pipes cannot be shut down from this side, so the wait is bounded.)
-    let _ = printed.recv_timeout(Duration::from_secs(1));
+    shell.conn.report();
     Ok(code)
 }
 
-fn interactive(mut shell: Shell) -> Result<u8, Failure> {
+fn interactive(mut shell: Shell<'_>) -> Result<u8, Failure> {
     let config = Config::builder()
         .auto_add_history(false)
         .history_ignore_dups(true)
@@ -526,7 +523,7 @@ fn interactive(mut shell: Shell) -> Result<u8, Failure> {
             }
         }
     }
-    let g = shell.conn.greeting();
+    let g = shell.conn.client().greeting();
     outln!(
         "Connected to QEMU {}{}.",
         g.version,
@@ -540,24 +537,43 @@ fn interactive(mut shell: Shell) -> Result<u8, Failure> {
     let mut printer = rl
         .create_external_printer()
         .map_err(|e| Failure::connection(format!("line editor: {e}")))?;
-    let events = shell.conn.events();
+    let conn = shell.conn;
     let leaving = Arc::clone(&shell.leaving);
-    thread::spawn(move || loop {
-        match events.recv(None) {
-            Recv::Event(e) => {
-                let _ = printer.print(format!("{}\n", event_line(&e)));
-            }
-            Recv::TimedOut => {}
-            Recv::Closed => {
-                if !leaving.load(Ordering::SeqCst) {
-                    let _ = printer.print(
-                        "qmp: QEMU closed the connection; press Enter or Ctrl-D to leave\n".into(),
-                    );
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        // Prints events while the prompt waits. It polls, so that it ends soon after the shell
+        // does (the scope waits for it).
+        scope.spawn(|| loop {
+            match conn.next_event(Some(Duration::from_millis(100))) {
+                Recv::Event(e) => {
+                    let _ = printer.print(format!("{}\n", event_line(&e)));
                 }
-                return;
+                Recv::TimedOut if stop.load(Ordering::SeqCst) => return,
+                Recv::TimedOut => {}
+                Recv::Closed => {
+                    if !leaving.load(Ordering::SeqCst) {
+                        let _ = printer.print(
+                            "qmp: QEMU closed the connection; press Enter or Ctrl-D to leave\n"
+                                .into(),
+                        );
+                    }
+                    return;
+                }
             }
-        }
-    });
+        });
+        let result = prompt(&mut shell, &mut rl, history.as_deref());
+        shell.leaving.store(true, Ordering::SeqCst);
+        stop.store(true, Ordering::SeqCst);
+        result
+    })
+}
+
+/// Reads and runs lines until the user leaves.
+fn prompt(
+    shell: &mut Shell<'_>,
+    rl: &mut Editor<ShellHelper, DefaultHistory>,
+    history: Option<&std::path::Path>,
+) -> Result<u8, Failure> {
     loop {
         let prompt = match shell.mode {
             Mode::Qmp => "qmp> ",
@@ -569,12 +585,12 @@ fn interactive(mut shell: Shell) -> Result<u8, Failure> {
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(Failure::connection(format!("reading the terminal: {e}"))),
         };
-        if shell.conn.is_closed() {
+        if !shell.conn.client().is_connected() {
             return Err(Failure::connection("QEMU closed the connection"));
         }
         if !line.trim().is_empty() {
             let _ = rl.add_history_entry(line.trim());
-            if let Some(h) = &history {
+            if let Some(h) = history {
                 // Appended after every line, so that history survives a crash or a kill.
                 if let Err(e) = rl.append_history(h) {
                     eprintln!("qmp: cannot write history {}: {e}", h.display());
@@ -590,12 +606,11 @@ fn interactive(mut shell: Shell) -> Result<u8, Failure> {
             h.mode = shell.mode;
         }
     }
-    shell.leaving.store(true, Ordering::SeqCst);
     Ok(0)
 }
 
 /// An event in the interactive shell: `event 12:06:03.648354 STOP {data}` (UTC time of day).
-fn event_line(e: &qmp_proto::Event) -> String {
+fn event_line(e: &qmp_blocking::Event) -> String {
     let mut line = String::from("event ");
     if let Some(t) = &e.timestamp {
         let day = t.seconds.rem_euclid(86_400);
@@ -770,10 +785,10 @@ mod tests {
     fn events_read_well_in_the_shell() {
         let mut data = Map::new();
         data.insert("guest".into(), json!(false));
-        let e = qmp_proto::Event {
+        let e = qmp_blocking::Event {
             name: "RESET".into(),
             data,
-            timestamp: Some(qmp_proto::Timestamp {
+            timestamp: Some(qmp_blocking::qmp_proto::Timestamp {
                 seconds: 1_795_675_563,
                 microseconds: 648_354,
             }),

@@ -1,17 +1,17 @@
-//! Reaching QEMU's monitor: the five ways the command line offers, with error messages that name
-//! the path or address and say what to check.
+//! Reaching QEMU's monitor: the five ways the command line offers. qmp-blocking connects and
+//! speaks QMP; this module picks the way, and turns what went wrong into a message that names the
+//! path or address and says what to check.
 
+use crate::monitor::Monitor;
 use crate::split::split_words;
 use crate::Failure;
-use std::fs::OpenOptions;
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::os::unix::net::{UnixListener, UnixStream};
+use qmp_blocking::{Builder, Client, Error};
+use std::io::{self, ErrorKind};
+use std::net::ToSocketAddrs;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// Where the monitor is, as the command line says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,27 +97,24 @@ pub(crate) fn with_stdio_monitor(mut words: Vec<String>) -> Vec<String> {
     words
 }
 
-/// An open byte stream to the monitor.
-pub(crate) struct Link {
-    /// QEMU's output.
-    pub(crate) reader: Box<dyn Read + Send>,
-    /// QEMU's input.
-    pub(crate) writer: Box<dyn Write + Send>,
-    /// The QEMU we started, if any.
-    pub(crate) child: Option<Child>,
-    /// Ends the stream so that a blocked read returns (sockets only; a spawned QEMU is killed).
-    pub(crate) shutdown: Option<Box<dyn Fn() + Send + Sync>>,
-}
-
-/// Opens the stream, giving up at `deadline`.
-pub(crate) fn open(target: &Target, deadline: Instant) -> Result<Link, Failure> {
-    match target {
-        Target::Unix(path) => {
-            let s = UnixStream::connect(path).map_err(|e| unix_error(path, &e))?;
-            socket_link(s.try_clone(), s.try_clone(), s, |s| {
-                let _ = s.shutdown(Shutdown::Both);
-            })
-        }
+/// Connects to `target` and negotiates capabilities; `timeout` bounds that and, later, each
+/// reply. `event_queue`: how many unread events are kept (0 when a handler prints them).
+pub(crate) fn connect(
+    target: &Target,
+    timeout: Duration,
+    event_queue: usize,
+) -> Result<Monitor, Failure> {
+    let builder = Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .event_queue_capacity(event_queue);
+    let what = target.describe();
+    let failed = |e: Error| handshake_error(target, &what, timeout, e);
+    let client = match target {
+        Target::Unix(path) => builder.connect_unix(path).map_err(|e| match e {
+            Error::Io { source, .. } => unix_error(path, &source),
+            e => failed(e),
+        }),
         Target::Tcp(addr) => {
             let addrs: Vec<_> = addr
                 .to_socket_addrs()
@@ -127,57 +124,92 @@ pub(crate) fn open(target: &Target, deadline: Instant) -> Result<Link, Failure> 
                     ))
                 })?
                 .collect();
-            let mut last = None;
-            for a in &addrs {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match TcpStream::connect_timeout(a, left.max(Duration::from_millis(1))) {
-                    Ok(s) => {
-                        let _ = s.set_nodelay(true);
-                        return socket_link(s.try_clone(), s.try_clone(), s, |s| {
-                            let _ = s.shutdown(Shutdown::Both);
-                        });
-                    }
-                    Err(e) => last = Some(e),
+            builder.connect_tcp(&addrs[..]).map_err(|e| match e {
+                Error::Io { source, .. } => tcp_error(addr, &source),
+                e => failed(e),
+            })
+        }
+        Target::Pipe(base) => {
+            for p in pipe_paths(base) {
+                if !p.exists() {
+                    return Err(Failure::connection(format!(
+                        "{} does not exist: --pipe BASE needs the FIFOs BASE.in and BASE.out \
+                         (mkfifo them, then start QEMU with -qmp pipe:{})",
+                        p.display(),
+                        base.display()
+                    )));
                 }
             }
-            let e = last.unwrap_or_else(|| io::Error::other("no address"));
-            let hint = match e.kind() {
-                ErrorKind::ConnectionRefused => format!(
-                    "nothing listens there: check that QEMU runs with -qmp tcp:{addr},server=on,wait=off"
-                ),
-                ErrorKind::TimedOut | ErrorKind::WouldBlock => {
-                    "check the host and port, and any firewall".to_owned()
-                }
-                _ => "check the host and port".to_owned(),
-            };
-            Err(Failure::connection(format!(
-                "cannot connect to the QMP address {addr}: {e}; {hint}"
-            )))
+            builder.connect_pipe(base).map_err(|e| match e {
+                Error::Io { context, source } => Failure::connection(format!(
+                    "cannot open the QMP pipes {}.in/.out: {context}: {source}",
+                    base.display()
+                )),
+                e => failed(e),
+            })
         }
-        Target::Pipe(base) => open_pipes(base, deadline),
-        Target::Listen(path) => accept(path, deadline),
-        Target::Spawn(words) => spawn(words),
-    }
+        Target::Listen(path) => accept(builder, path, failed),
+        Target::Spawn(words) => {
+            let mut command = Command::new(&words[0]);
+            // QEMU's messages (why it did not start, for one) go where ours go.
+            command.args(&words[1..]).stderr(Stdio::inherit());
+            builder.spawn(command).map_err(|e| match e {
+                Error::Io { source, .. } if source.kind() == ErrorKind::NotFound => {
+                    Failure::connection(install_hint(&words[0]))
+                }
+                Error::Io { source, .. } => {
+                    Failure::connection(format!("cannot start {}: {source}", words[0]))
+                }
+                e => failed(e),
+            })
+        }
+    }?;
+    Ok(Monitor::new(client, what, timeout))
 }
 
-fn socket_link<S: Read + Write + Send + Sync + 'static>(
-    reader: io::Result<S>,
-    writer: io::Result<S>,
-    control: S,
-    shutdown: fn(&S),
-) -> Result<Link, Failure> {
-    let (reader, writer) = match (reader, writer) {
-        (Ok(r), Ok(w)) => (r, w),
-        (Err(e), _) | (_, Err(e)) => {
-            return Err(Failure::connection(format!("cannot use the socket: {e}")))
+/// The message for a connection that opened but did not become a QMP session.
+fn handshake_error(target: &Target, what: &str, timeout: Duration, e: Error) -> Failure {
+    let message = match e {
+        Error::Timeout { .. } => match target {
+            Target::Pipe(base) => format!(
+                "no QMP greeting from {what} within {timeout:?}: is QEMU running with -qmp pipe:{}? \
+                 A pipe monitor greets only once, when QEMU starts, so only the first session \
+                 over it works",
+                base.display()
+            ),
+            Target::Listen(path) => format!(
+                "no QEMU connected to {p} and greeted within {timeout:?}: start QEMU with \
+                 -qmp unix:{p} (no server=on), or raise --timeout",
+                p = path.display()
+            ),
+            Target::Spawn(_) => format!(
+                "no QMP greeting from {what} within {timeout:?}: check that its monitor is on \
+                 stdio (-qmp stdio), since qmp adds one only if the command line does not \
+                 mention stdio"
+            ),
+            Target::Unix(_) | Target::Tcp(_) => format!(
+                "no QMP greeting (or no reply to capability negotiation) from {what} within \
+                 {timeout:?}: a QMP monitor serves one client at a time, so check that no other \
+                 client is connected (and that this is a QMP monitor)"
+            ),
+        },
+        Error::Disconnected { detail, .. } => {
+            // For a spawned QEMU, qmp-blocking's detail gives its exit status.
+            let detail = detail.map(|d| format!(": {d}")).unwrap_or_default();
+            match target {
+                Target::Spawn(_) => format!(
+                    "{what} closed its monitor before QMP negotiation completed{detail}; \
+                     see its messages above"
+                ),
+                _ => format!(
+                    "{what} closed the connection before QMP negotiation completed{detail}; \
+                     check that it is a QMP monitor (-qmp, or -mon mode=control), not HMP"
+                ),
+            }
         }
+        e => format!("{what}: {e}"),
     };
-    Ok(Link {
-        reader: Box::new(reader),
-        writer: Box::new(writer),
-        child: None,
-        shutdown: Some(Box::new(move || shutdown(&control))),
-    })
+    Failure::connection(message)
 }
 
 fn unix_error(path: &Path, e: &io::Error) -> Failure {
@@ -198,59 +230,36 @@ fn unix_error(path: &Path, e: &io::Error) -> Failure {
     Failure::connection(format!("cannot connect to the QMP socket {p}: {e}; {hint}"))
 }
 
-/// Runs `f` on a thread and waits for it until `deadline` (opening a FIFO blocks until the
-/// other side opens it).
-fn with_deadline<T: Send + 'static>(
-    deadline: Instant,
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> Option<io::Result<T>> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .ok()
-}
-
-fn open_pipes(base: &Path, deadline: Instant) -> Result<Link, Failure> {
-    let input = base.with_extension("in");
-    let output = base.with_extension("out");
-    for p in [&input, &output] {
-        if !p.exists() {
-            return Err(Failure::connection(format!(
-                "{} does not exist: --pipe BASE needs the FIFOs BASE.in and BASE.out \
-                 (mkfifo them, then start QEMU with -qmp pipe:{})",
-                p.display(),
-                base.display()
-            )));
+fn tcp_error(addr: &str, e: &io::Error) -> Failure {
+    let hint = match e.kind() {
+        ErrorKind::ConnectionRefused => format!(
+            "nothing listens there: check that QEMU runs with -qmp tcp:{addr},server=on,wait=off"
+        ),
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => {
+            "check the host and port, and any firewall".to_owned()
         }
-    }
-    let (i, o) = (input.clone(), output.clone());
-    let opened = with_deadline(deadline, move || {
-        let w = OpenOptions::new().write(true).open(&i)?;
-        let r = OpenOptions::new().read(true).open(&o)?;
-        Ok((r, w))
-    });
-    match opened {
-        Some(Ok((r, w))) => Ok(Link {
-            reader: Box::new(r),
-            writer: Box::new(w),
-            child: None,
-            shutdown: None,
-        }),
-        Some(Err(e)) => Err(Failure::connection(format!(
-            "cannot open the QMP pipes {}/.out: {e}",
-            input.display()
-        ))),
-        None => Err(Failure::connection(format!(
-            "timed out opening the QMP pipes {}/.out: is QEMU running with -qmp pipe:{}?",
-            input.display(),
-            base.display()
-        ))),
-    }
+        _ => "check the host and port".to_owned(),
+    };
+    Failure::connection(format!(
+        "cannot connect to the QMP address {addr}: {e}; {hint}"
+    ))
 }
 
-fn accept(path: &Path, deadline: Instant) -> Result<Link, Failure> {
+/// QEMU's `pipe:BASE` FIFOs, `BASE.in` and `BASE.out` (appended, as QEMU does).
+fn pipe_paths(base: &Path) -> [PathBuf; 2] {
+    [".in", ".out"].map(|ext| {
+        let mut p = base.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p)
+    })
+}
+
+/// Listens on `path` and lets QEMU connect; `failed` words a failed handshake.
+fn accept(
+    builder: Builder,
+    path: &Path,
+    failed: impl FnOnce(Error) -> Failure,
+) -> Result<Client, Failure> {
     let p = path.display();
     let listener = UnixListener::bind(path).map_err(|e| {
         let hint = if e.kind() == ErrorKind::AddrInUse {
@@ -269,29 +278,10 @@ fn accept(path: &Path, deadline: Instant) -> Result<Link, Failure> {
     }
     let _remove = Remove(path);
     eprintln!("qmp: waiting for QEMU to connect to {p} (start it with -qmp unix:{p})");
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| Failure::connection(format!("cannot listen on {p}: {e}")))?;
-    loop {
-        match listener.accept() {
-            Ok((s, _)) => {
-                let _ = s.set_nonblocking(false);
-                return socket_link(s.try_clone(), s.try_clone(), s, |s| {
-                    let _ = s.shutdown(Shutdown::Both);
-                });
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    return Err(Failure::connection(format!(
-                        "no QEMU connected to {p} in time: start QEMU with -qmp unix:{p} \
-                         (no server=on), or raise --timeout"
-                    )));
-                }
-                thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => return Err(Failure::connection(format!("accept on {p}: {e}"))),
-        }
-    }
+    builder.accept_unix(&listener).map_err(|e| match e {
+        Error::Io { source, .. } => Failure::connection(format!("accept on {p}: {source}")),
+        e => failed(e),
+    })
 }
 
 /// The message for a QEMU program that is not installed.
@@ -302,31 +292,6 @@ pub(crate) fn install_hint(program: &str) -> String {
          `apt-get install qemu-system-x86` gives qemu-system-x86_64; in a qmp-rs checkout, \
          `scripts/install-qemu` installs both"
     )
-}
-
-fn spawn(words: &[String]) -> Result<Link, Failure> {
-    let mut child = Command::new(&words[0])
-        .args(&words[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| {
-            if e.kind() == ErrorKind::NotFound {
-                Failure::connection(install_hint(&words[0]))
-            } else {
-                Failure::connection(format!("cannot start {}: {e}", words[0]))
-            }
-        })?;
-    let (Some(writer), Some(reader)) = (child.stdin.take(), child.stdout.take()) else {
-        unreachable!("stdin and stdout were piped");
-    };
-    Ok(Link {
-        reader: Box::new(reader),
-        writer: Box::new(writer),
-        child: Some(child),
-        shutdown: None,
-    })
 }
 
 #[cfg(test)]
@@ -359,9 +324,10 @@ mod tests {
 
     #[test]
     fn a_missing_socket_is_named_with_a_hint() {
-        let err = match open(
+        let err = match connect(
             &Target::Unix("/nonexistent/qmp.sock".into()),
-            Instant::now() + Duration::from_secs(1),
+            Duration::from_secs(1),
+            0,
         ) {
             Err(e) => e,
             Ok(_) => panic!("connected to nothing"),
