@@ -153,17 +153,35 @@ impl Framer {
             }
         }
         if let Phase::Message = self.phase {
-            let held = self.buf.len() + (chunk.len() - seg_start);
-            if held > self.max_size {
-                self.skip_current(SkipReason::TooLarge, &chunk[seg_start..]);
-            } else {
-                self.buf.extend_from_slice(&chunk[seg_start..]);
-            }
+            // `scan_message` stops at the size limit, so this never holds more than the limit.
+            self.buf.extend_from_slice(&chunk[seg_start..]);
         }
     }
 
-    /// Scans a message from `chunk[i..]`; returns where scanning stopped (message end or chunk end).
+    /// Scans a message from `chunk[i..]`; returns where scanning stopped (message end, a limit, or
+    /// chunk end).
+    ///
+    /// The size limit is checked at the byte that crosses it, not at chunk ends, so that whichever
+    /// limit a message crosses first in the stream is the one reported, however the stream is
+    /// chunked.
     fn scan_message(
+        &mut self,
+        chunk: &[u8],
+        i: usize,
+        seg_start: usize,
+        emit: &mut dyn FnMut(Frame<'_>),
+    ) -> usize {
+        // Bytes of this message at `seg_start + room` and beyond are over the limit.
+        let room = self.max_size - self.buf.len();
+        let limit = chunk.len().min(seg_start.saturating_add(room));
+        let end = self.scan_within(&chunk[..limit], i, seg_start, emit);
+        if end == limit && limit < chunk.len() && matches!(self.phase, Phase::Message) {
+            self.skip_current(SkipReason::TooLarge, &chunk[seg_start..limit]);
+        }
+        end
+    }
+
+    fn scan_within(
         &mut self,
         chunk: &[u8],
         mut i: usize,
@@ -222,21 +240,10 @@ impl Framer {
         self.escaped = false;
     }
 
-    /// The message ended with `tail` (its bytes in the current chunk).
+    /// The message ended with `tail` (its bytes in the current chunk), within the size limit.
     fn finish_message(&mut self, tail: &[u8], emit: &mut dyn FnMut(Frame<'_>)) {
         self.phase = Phase::Between;
-        let len = self.buf.len() + tail.len();
-        if len > self.max_size {
-            let mut skipper = Skipper::new();
-            skipper.scan(&self.buf);
-            skipper.scan(tail);
-            self.buf = Vec::new();
-            emit(Frame::Skipped {
-                reason: SkipReason::TooLarge,
-                len,
-                id: skipper.into_id(),
-            });
-        } else if self.buf.is_empty() {
+        if self.buf.is_empty() {
             emit(Frame::Message(tail));
         } else {
             self.buf.extend_from_slice(tail);
@@ -421,6 +428,34 @@ mod tests {
         // Depth 10 exactly (the object plus 9 arrays) is accepted.
         let ok = format!("{{\"r\": {}{}}}", "[".repeat(9), "]".repeat(9));
         assert!(matches!(all_splits(ok.as_bytes(), 1024, 10)[0], F::M(_)));
+    }
+
+    #[test]
+    fn first_limit_crossed_is_reported_however_chunked() {
+        // Crosses the size limit (20) at byte 21, the depth limit (3) at byte 33.
+        let s = b"{\"id\": 1, \"a\": \"xxxxxxxxxx\", \"b\": [[[[1]]]]}{}";
+        let out = all_splits(s, 20, 3);
+        assert_eq!(
+            out,
+            vec![
+                F::S(
+                    SkipReason::TooLarge,
+                    s.len() - 2,
+                    Some(serde_json::json!(1))
+                ),
+                F::M("{}".into())
+            ]
+        );
+        // Crosses the depth limit (3) at byte 19, the size limit (24) at byte 25.
+        let s = b"{\"id\": 2, \"b\": [[[[1]]]], \"a\": \"xxxxxxxxxx\"}{}";
+        let out = all_splits(s, 24, 3);
+        assert_eq!(
+            out,
+            vec![
+                F::S(SkipReason::TooDeep, s.len() - 2, Some(serde_json::json!(2))),
+                F::M("{}".into())
+            ]
+        );
     }
 
     #[test]
