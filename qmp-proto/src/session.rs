@@ -735,7 +735,8 @@ impl Session {
             Some(n) if self.is_negotiation(n) => {
                 self.close_with(CloseReason::NegotiationUndecodable(error));
             }
-            Some(n) if self.entries.contains_key(&n) => {
+            // Only a command in flight can own a reply; one still queued was never sent.
+            Some(n) if self.is_in_flight(n) => {
                 self.complete(n, Err(CommandError::Undecodable(error)));
             }
             _ => self
@@ -764,16 +765,20 @@ impl Session {
         }
     }
 
-    /// Ends command `n` with `result`; false if it was not in flight.
-    fn complete(&mut self, n: u64, result: Result<Value, CommandError>) -> bool {
-        let in_flight = matches!(
+    /// Whether command `n` was sent and its reply is awaited (or will be discarded).
+    fn is_in_flight(&self, n: u64) -> bool {
+        matches!(
             self.entries.get(&n),
             Some(Entry {
                 phase: Phase::InFlight | Phase::Abandoned,
                 ..
             })
-        );
-        if !in_flight {
+        )
+    }
+
+    /// Ends command `n` with `result`; false if it was not in flight.
+    fn complete(&mut self, n: u64, result: Result<Value, CommandError>) -> bool {
+        if !self.is_in_flight(n) {
             return false;
         }
         let Some(entry) = self.entries.remove(&n) else {
