@@ -438,8 +438,9 @@ impl Session {
         self.execute_with(name, arguments, ExecuteOptions::default())
     }
 
-    /// Submits an out-of-band command (`exec-oob`). Refused unless `oob` is negotiated, or requested
-    /// and negotiation has not finished yet.
+    /// Submits an out-of-band command (`exec-oob`). Refused unless `oob` is negotiated (or being
+    /// negotiated), or requested and the greeting has not arrived yet; in that last case, the command
+    /// fails with [`CommandError::OobNotNegotiated`] if the server does not offer `oob`.
     pub fn execute_oob<A: Serialize + ?Sized>(
         &mut self,
         name: &str,
@@ -467,9 +468,10 @@ impl Session {
             return Err(SubmitError::TooManyFds { count: options.fds });
         }
         if options.oob {
+            // Once the greeting is in, whether `oob` will be enabled is known.
             let may_get_oob = match self.state {
-                State::Ready => self.oob_enabled,
-                _ => self.config.request_oob,
+                State::AwaitingGreeting => self.config.request_oob,
+                _ => self.oob_enabled,
             };
             if !may_get_oob {
                 return Err(SubmitError::OobNotNegotiated);
