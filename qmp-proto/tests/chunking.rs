@@ -5,6 +5,9 @@
 //! garbage, non-QMP objects, malformed JSON, oversize and over-deep messages (small limits), and a
 //! truncated tail.
 
+// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use proptest::prelude::*;
 use qmp_proto::{Config, Decoder, Limits, Output, Session};
 use serde_json::{json, Value};

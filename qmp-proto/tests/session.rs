@@ -1,6 +1,9 @@
 //! The session's rules, through its public API only: feed bytes, take outputs and transmits.
 //! No sockets. Byte sequences follow what QEMU 10.0.2 sends (PROTOCOL.md, QEMU-FACTS.md).
 
+// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use qmp_proto::command::{HumanMonitorCommand, QueryStatus, StatusInfo};
 use qmp_proto::{
     CloseReason, CommandError, CommandId, Config, DecodeError, EncodeError, ErrorClass,
