@@ -253,10 +253,7 @@ impl<'a> Parser<'a> {
         let mut out = String::new();
         loop {
             let rest = &self.bytes[self.pos..];
-            let Some(k) = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            else {
+            let Some(k) = crate::scan::string_special(rest) else {
                 return Err(JsonError {
                     offset: self.bytes.len(),
                     reason: "unterminated string",
@@ -266,8 +263,13 @@ impl<'a> Parser<'a> {
                 offset: self.pos + e.valid_up_to(),
                 reason: "invalid UTF-8 in string",
             })?;
-            out.push_str(run);
             self.pos += k;
+            if out.is_empty() && self.bytes[self.pos] == b'"' {
+                // No escapes (most strings): one allocation of the exact size.
+                self.pos += 1;
+                return Ok(run.to_owned());
+            }
+            out.push_str(run);
             match self.bytes[self.pos] {
                 b'"' => {
                     self.pos += 1;
