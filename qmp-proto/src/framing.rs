@@ -282,8 +282,8 @@ impl Framer {
             inside ^= scan::splat(1);
         }
         let outside = (!inside & scan::splat(1)) << 7;
-        let opens = (opens & outside).count_ones() as usize;
-        let closes = (closes & outside).count_ones() as usize;
+        let opens = scan::count_marked(opens & outside);
+        let closes = scan::count_marked(closes & outside);
         if closes >= self.depth || self.depth + opens > self.max_depth {
             return false;
         }

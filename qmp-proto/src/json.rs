@@ -31,13 +31,24 @@ enum Open {
 }
 
 struct Parser<'a> {
+    /// The message, checked to be UTF-8 once up front: string contents are then sliced out of it
+    /// without checking each string again.
+    text: &'a str,
     bytes: &'a [u8],
     pos: usize,
 }
 
 /// Parses one JSON value (with optional surrounding whitespace) that nests at most `max_depth` deep.
 pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
-    let mut p = Parser { bytes, pos: 0 };
+    let text = std::str::from_utf8(bytes).map_err(|e| JsonError {
+        offset: e.valid_up_to(),
+        reason: "invalid UTF-8",
+    })?;
+    let mut p = Parser {
+        text,
+        bytes,
+        pos: 0,
+    };
     let v = p.value(max_depth)?;
     p.skip_ws();
     if p.pos != bytes.len() {
@@ -259,10 +270,11 @@ impl<'a> Parser<'a> {
                     reason: "unterminated string",
                 });
             };
-            let run = std::str::from_utf8(&rest[..k]).map_err(|e| JsonError {
-                offset: self.pos + e.valid_up_to(),
-                reason: "invalid UTF-8 in string",
-            })?;
+            // Both ends are ASCII bytes (or the string's start), so on character boundaries.
+            let run = self
+                .text
+                .get(self.pos..self.pos + k)
+                .ok_or_else(|| self.err("invalid UTF-8 in string"))?;
             self.pos += k;
             if out.is_empty() && self.bytes[self.pos] == b'"' {
                 // No escapes (most strings): one allocation of the exact size.
