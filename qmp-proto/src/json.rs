@@ -66,12 +66,14 @@ impl<'a> Parser<'a> {
     }
 
     fn skip_ws(&mut self) {
-        while let Some(&b) = self.bytes.get(self.pos) {
-            if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
-                self.pos += 1;
-            } else {
-                break;
-            }
+        let is_ws = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t' | b'\r' | b'\n'));
+        // Compact JSON has at most one space here; pretty JSON has a line break and indentation.
+        if !is_ws(self.bytes.get(self.pos)) {
+            return;
+        }
+        self.pos += 1;
+        if is_ws(self.bytes.get(self.pos)) {
+            self.pos += crate::scan::whitespace_len(&self.bytes[self.pos..]);
         }
     }
 

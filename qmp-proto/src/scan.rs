@@ -49,6 +49,25 @@ pub(crate) fn bytes_equal(w: u64, b: u8) -> u64 {
     !(((x & LOW7) + LOW7) | x | LOW7)
 }
 
+/// Length of the run of JSON whitespace (space, tab, CR, LF) at the start of `bytes`.
+pub(crate) fn whitespace_len(bytes: &[u8]) -> usize {
+    let is_ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let mut i = 0;
+    while i + 8 <= bytes.len() {
+        let w = word(&bytes[i..]);
+        let ws = bytes_equal(w, b' ')
+            | bytes_equal(w, b'\t')
+            | bytes_equal(w, b'\r')
+            | bytes_equal(w, b'\n');
+        let other = !ws & HIGHS;
+        if other != 0 {
+            return i + (other.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + bytes[i..].iter().take_while(|&&b| is_ws(b)).count()
+}
+
 /// How many bytes of `marks` have their high bit set, for a mask with no other bits set (as
 /// [`bytes_equal`] returns). Multiplying the 0/1 bytes by 0x01..01 sums them into the top byte;
 /// `count_ones` would be a dozen instructions on targets without POPCNT (the x86-64 baseline).
@@ -103,7 +122,8 @@ mod tests {
     #[test]
     fn agrees_with_a_byte_loop() {
         let fillers = [
-            0x00, 0x1F, 0x20, 0x21, 0x22, 0x5B, 0x5C, 0x7B, 0x7D, 0x80, 0xFF, b'a',
+            0x00, 0x09, 0x0A, 0x0D, 0x1F, 0x20, 0x21, 0x22, 0x5B, 0x5C, 0x7B, 0x7D, 0x80, 0xFF,
+            b'a',
         ];
         let special = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
         for len in 0..18 {
@@ -112,6 +132,12 @@ mod tests {
                 for pos in 0..len {
                     for target in 0..=255u8 {
                         s[pos] = target;
+                        let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+                        assert_eq!(
+                            whitespace_len(&s),
+                            s.iter().take_while(|&&b| ws(b)).count(),
+                            "{s:?}"
+                        );
                         assert_eq!(
                             string_special(&s),
                             s.iter().position(|&b| special(b)),
