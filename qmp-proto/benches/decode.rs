@@ -7,17 +7,90 @@
 //! decoder must at least do. Both keep every parsed message until the end of the iteration. One
 //! `Decoder` serves all iterations, as one serves a whole connection.
 //!
-//! Run with `cargo bench -p qmp-proto`; compare ratios within one run (BENCHMARKS.md).
+//! Time is the thread's CPU time (see `CpuTime`), not wall time.
+//!
+//! Run with `cargo bench -p qmp-proto`, then `qmp-proto/benches/summarize.py` for MB/s and ratios
+//! to the floor from criterion's samples; compare ratios within one run (BENCHMARKS.md).
 
 // Helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
+use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use qmp_proto::{Decoder, Limits};
 use serde_json::Value;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// CPU time of the measuring thread, in nanoseconds, from `/proc/thread-self/schedstat`.
+///
+/// The machines this runs on are small and shared: with other jobs running, this thread waits in
+/// the run queue for as long as it runs, and wall time measures the neighbours. The kernel updates
+/// the figure at every scheduler tick (4 ms at HZ=250), so samples last 250 ms. Std has no thread
+/// CPU clock, and the crate takes no libc dependency for a benchmark.
+struct CpuTime;
+
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/thread-self/schedstat (Linux) is needed for CPU-time measurement")
+}
+
+impl Measurement for CpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns() - start
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &NsFormatter
+    }
+}
+
+/// Nanoseconds shown as criterion shows wall time; throughput in MiB/s.
+struct NsFormatter;
+
+impl ValueFormatter for NsFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = if typical < 1e3 {
+            (1.0, "ns")
+        } else if typical < 1e6 {
+            (1e-3, "µs")
+        } else if typical < 1e9 {
+            (1e-6, "ms")
+        } else {
+            (1e-9, "s")
+        };
+        values.iter_mut().for_each(|v| *v *= factor);
+        unit
+    }
+    fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
+        let bytes = match *t {
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Elements(n) => n,
+        } as f64;
+        values
+            .iter_mut()
+            .for_each(|v| *v = bytes * 1e9 / *v / (1024.0 * 1024.0));
+        "MiB/s (CPU time)"
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
 
 fn capture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -97,16 +170,19 @@ fn floor(messages: &[&[u8]]) -> usize {
     out.len()
 }
 
-fn bench_input(c: &mut Criterion, name: &str, stream: &[u8]) {
+fn bench_input(c: &mut Criterion<CpuTime>, name: &str, stream: &[u8]) {
     let messages = split(stream);
     let mut decoder = Decoder::new(&Limits::default());
     assert_eq!(decode(&mut decoder, stream, stream.len()), messages.len());
     let mut group = c.benchmark_group(format!("decode/{name}"));
     group.throughput(Throughput::Bytes(stream.len() as u64));
     group.sampling_mode(SamplingMode::Flat);
-    group.sample_size(10);
+    // Enough samples for a median and a best sample (benches/summarize.py), each long against the
+    // 4 ms resolution of CpuTime; flat sampling, as one iteration can take 0.3 s (1-byte pieces
+    // over 100,000 events).
+    group.sample_size(20);
     group.warm_up_time(Duration::from_millis(500));
-    group.measurement_time(Duration::from_secs(2));
+    group.measurement_time(Duration::from_secs(5));
     group.bench_function("serde_json floor", |b| {
         b.iter(|| floor(black_box(&messages)))
     });
@@ -123,7 +199,7 @@ fn bench_input(c: &mut Criterion, name: &str, stream: &[u8]) {
     group.finish();
 }
 
-fn benches(c: &mut Criterion) {
+fn benches(c: &mut Criterion<CpuTime>) {
     bench_input(c, "qsd-compact", &capture("qsd-compact"));
     bench_input(c, "system-pretty", &capture("system-pretty"));
     bench_input(c, "events-100k", &events(100_000));
@@ -132,6 +208,10 @@ fn benches(c: &mut Criterion) {
 mod group {
     // criterion_group! defines a public function without documentation.
     #![allow(missing_docs)]
-    criterion::criterion_group!(decoding, super::benches);
+    criterion::criterion_group! {
+        name = decoding;
+        config = criterion::Criterion::default().with_measurement(super::CpuTime);
+        targets = super::benches
+    }
 }
 criterion_main!(group::decoding);
