@@ -242,7 +242,8 @@ fn run_session(pre: &[&[u8]], post: &[&[u8]]) -> (Vec<Output>, Vec<Vec<u8>>) {
 const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n";
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // 256 cases by default; set PROPTEST_CASES for a longer search.
+    #![proptest_config(ProptestConfig::default())]
 
     #[test]
     fn decoder_output_does_not_depend_on_chunking(
@@ -258,13 +259,15 @@ proptest! {
     #[test]
     fn session_output_does_not_depend_on_chunking(
         before in stream(false),
-        after in stream(true),
-        replies in proptest::collection::vec(piece(true), 0..8),
+        after in stream(false),
+        replies in proptest::collection::vec(piece(false), 0..8),
         cuts_pre in proptest::collection::vec(any::<usize>(), 0..8),
         cuts_post in proptest::collection::vec(any::<usize>(), 0..24),
     ) {
-        // Before the greeting: anything but a greeting (stale replies, events, garbage). A
-        // truncated tail there may swallow the greeting, which is fine: the property still holds.
+        // Before the greeting: anything (stale replies, events, garbage). No other greeting
+        // anywhere: a truncated tail or garbage may swallow this one (an open `{"`), and a later
+        // greeting would then start negotiation in a read that may already hold the reply to it,
+        // which QEMU cannot send. Without a greeting nothing is sent, and the property holds.
         let mut pre = before.clone();
         pre.extend_from_slice(GREETING);
         // After the negotiation reply (id p6): replies and everything else.
