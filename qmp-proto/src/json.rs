@@ -31,13 +31,24 @@ enum Open {
 }
 
 struct Parser<'a> {
+    /// The message, checked to be UTF-8 once up front: string contents are then sliced out of it
+    /// without checking each string again.
+    text: &'a str,
     bytes: &'a [u8],
     pos: usize,
 }
 
 /// Parses one JSON value (with optional surrounding whitespace) that nests at most `max_depth` deep.
 pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
-    let mut p = Parser { bytes, pos: 0 };
+    let text = std::str::from_utf8(bytes).map_err(|e| JsonError {
+        offset: e.valid_up_to(),
+        reason: "invalid UTF-8",
+    })?;
+    let mut p = Parser {
+        text,
+        bytes,
+        pos: 0,
+    };
     let v = p.value(max_depth)?;
     p.skip_ws();
     if p.pos != bytes.len() {
@@ -55,12 +66,14 @@ impl<'a> Parser<'a> {
     }
 
     fn skip_ws(&mut self) {
-        while let Some(&b) = self.bytes.get(self.pos) {
-            if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
-                self.pos += 1;
-            } else {
-                break;
-            }
+        let is_ws = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t' | b'\r' | b'\n'));
+        // Compact JSON has at most one space here; pretty JSON has a line break and indentation.
+        if !is_ws(self.bytes.get(self.pos)) {
+            return;
+        }
+        self.pos += 1;
+        if is_ws(self.bytes.get(self.pos)) {
+            self.pos += crate::scan::whitespace_len(&self.bytes[self.pos..]);
         }
     }
 
@@ -253,21 +266,24 @@ impl<'a> Parser<'a> {
         let mut out = String::new();
         loop {
             let rest = &self.bytes[self.pos..];
-            let Some(k) = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            else {
+            let Some(k) = crate::scan::string_special(rest) else {
                 return Err(JsonError {
                     offset: self.bytes.len(),
                     reason: "unterminated string",
                 });
             };
-            let run = std::str::from_utf8(&rest[..k]).map_err(|e| JsonError {
-                offset: self.pos + e.valid_up_to(),
-                reason: "invalid UTF-8 in string",
-            })?;
-            out.push_str(run);
+            // Both ends are ASCII bytes (or the string's start), so on character boundaries.
+            let run = self
+                .text
+                .get(self.pos..self.pos + k)
+                .ok_or_else(|| self.err("invalid UTF-8 in string"))?;
             self.pos += k;
+            if out.is_empty() && self.bytes[self.pos] == b'"' {
+                // No escapes (most strings): one allocation of the exact size.
+                self.pos += 1;
+                return Ok(run.to_owned());
+            }
+            out.push_str(run);
             match self.bytes[self.pos] {
                 b'"' => {
                     self.pos += 1;

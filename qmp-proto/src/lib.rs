@@ -47,6 +47,7 @@ pub mod framing;
 mod json;
 pub mod message;
 mod recover;
+mod scan;
 pub mod session;
 
 pub use command::Command;

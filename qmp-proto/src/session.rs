@@ -438,8 +438,9 @@ impl Session {
         self.execute_with(name, arguments, ExecuteOptions::default())
     }
 
-    /// Submits an out-of-band command (`exec-oob`). Refused unless `oob` is negotiated, or requested
-    /// and negotiation has not finished yet.
+    /// Submits an out-of-band command (`exec-oob`). Refused unless `oob` is negotiated (or being
+    /// negotiated), or requested and the greeting has not arrived yet; in that last case, the command
+    /// fails with [`CommandError::OobNotNegotiated`] if the server does not offer `oob`.
     pub fn execute_oob<A: Serialize + ?Sized>(
         &mut self,
         name: &str,
@@ -467,9 +468,10 @@ impl Session {
             return Err(SubmitError::TooManyFds { count: options.fds });
         }
         if options.oob {
+            // Once the greeting is in, whether `oob` will be enabled is known.
             let may_get_oob = match self.state {
-                State::Ready => self.oob_enabled,
-                _ => self.config.request_oob,
+                State::AwaitingGreeting => self.config.request_oob,
+                _ => self.oob_enabled,
             };
             if !may_get_oob {
                 return Err(SubmitError::OobNotNegotiated);
@@ -735,7 +737,8 @@ impl Session {
             Some(n) if self.is_negotiation(n) => {
                 self.close_with(CloseReason::NegotiationUndecodable(error));
             }
-            Some(n) if self.entries.contains_key(&n) => {
+            // Only a command in flight can own a reply; one still queued was never sent.
+            Some(n) if self.is_in_flight(n) => {
                 self.complete(n, Err(CommandError::Undecodable(error)));
             }
             _ => self
@@ -764,16 +767,20 @@ impl Session {
         }
     }
 
-    /// Ends command `n` with `result`; false if it was not in flight.
-    fn complete(&mut self, n: u64, result: Result<Value, CommandError>) -> bool {
-        let in_flight = matches!(
+    /// Whether command `n` was sent and its reply is awaited (or will be discarded).
+    fn is_in_flight(&self, n: u64) -> bool {
+        matches!(
             self.entries.get(&n),
             Some(Entry {
                 phase: Phase::InFlight | Phase::Abandoned,
                 ..
             })
-        );
-        if !in_flight {
+        )
+    }
+
+    /// Ends command `n` with `result`; false if it was not in flight.
+    fn complete(&mut self, n: u64, result: Result<Value, CommandError>) -> bool {
+        if !self.is_in_flight(n) {
             return false;
         }
         let Some(entry) = self.entries.remove(&n) else {

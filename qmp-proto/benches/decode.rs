@@ -1,0 +1,217 @@
+//! Decoding throughput: qmp-proto's `Decoder` against serde_json, the floor.
+//!
+//! Inputs: two real captures (qsd-compact: one-line messages with a 117 KB reply; system-pretty:
+//! multi-line messages with a 648 KB reply) and 100,000 synthetic events. The decoder is fed each
+//! input whole and in 4 KiB, 64-byte and 1-byte pieces. The floor is
+//! `serde_json::from_slice::<Value>` on the same messages already cut apart, which is what any
+//! decoder must at least do. Both keep every parsed message until the end of the iteration. One
+//! `Decoder` serves all iterations, as one serves a whole connection.
+//!
+//! Time is the thread's CPU time (see `CpuTime`), not wall time.
+//!
+//! Run with `cargo bench -p qmp-proto`, then `qmp-proto/benches/summarize.py` for MB/s and ratios
+//! to the floor from criterion's samples; compare ratios within one run (BENCHMARKS.md).
+
+// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use qmp_proto::{Decoder, Limits};
+use serde_json::Value;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// CPU time of the measuring thread, in nanoseconds, from `/proc/thread-self/schedstat`.
+///
+/// The machines this runs on are small and shared: with other jobs running, this thread waits in
+/// the run queue for as long as it runs, and wall time measures the neighbours. The kernel updates
+/// the figure at every scheduler tick (4 ms at HZ=250), so samples last 250 ms. Std has no thread
+/// CPU clock, and the crate takes no libc dependency for a benchmark.
+struct CpuTime;
+
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/thread-self/schedstat (Linux) is needed for CPU-time measurement")
+}
+
+impl Measurement for CpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns() - start
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &NsFormatter
+    }
+}
+
+/// Nanoseconds shown as criterion shows wall time; throughput in MiB/s.
+struct NsFormatter;
+
+impl ValueFormatter for NsFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = if typical < 1e3 {
+            (1.0, "ns")
+        } else if typical < 1e6 {
+            (1e-3, "µs")
+        } else if typical < 1e9 {
+            (1e-6, "ms")
+        } else {
+            (1e-9, "s")
+        };
+        values.iter_mut().for_each(|v| *v *= factor);
+        unit
+    }
+    fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
+        let bytes = match *t {
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Elements(n) => n,
+        } as f64;
+        values
+            .iter_mut()
+            .for_each(|v| *v = bytes * 1e9 / *v / (1024.0 * 1024.0));
+        "MiB/s (CPU time)"
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+fn capture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/captures")
+        .join(format!("{name}.server.bin"));
+    std::fs::read(path).unwrap()
+}
+
+fn events(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * 150);
+    for i in 0..n {
+        out.extend_from_slice(
+            format!(
+                "{{\"timestamp\": {{\"seconds\": {}, \"microseconds\": {}}}, \"event\": \"JOB_STATUS_CHANGE\", \"data\": {{\"status\": \"running\", \"id\": \"job{}\"}}}}\r\n",
+                1_795_674_316 + i / 1000,
+                (i * 7919) % 1_000_000,
+                i % 100
+            )
+            .as_bytes(),
+        );
+    }
+    out
+}
+
+/// The messages of `stream`, cut apart (QEMU's output: top-level objects, whitespace between).
+fn split(stream: &[u8]) -> Vec<&[u8]> {
+    let (mut depth, mut in_str, mut esc, mut start) = (0usize, false, false, 0);
+    let mut out = Vec::new();
+    for (i, &b) in stream.iter().enumerate() {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                if depth == 0 {
+                    start = i;
+                }
+                depth += 1;
+            }
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    out.push(&stream[start..=i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Decodes `stream` in `chunk`-byte pieces with `decoder`, which a connection keeps for its
+/// lifetime (so its buffer for messages that span reads is already allocated, as in steady state).
+fn decode(decoder: &mut Decoder, stream: &[u8], chunk: usize) -> usize {
+    let mut out = Vec::new();
+    for c in stream.chunks(chunk) {
+        decoder.feed(c, &mut out);
+    }
+    decoder.finish(&mut out);
+    assert!(out.iter().all(Result::is_ok));
+    out.len()
+}
+
+fn floor(messages: &[&[u8]]) -> usize {
+    let out: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::from_slice::<Value>(m).unwrap())
+        .collect();
+    out.len()
+}
+
+fn bench_input(c: &mut Criterion<CpuTime>, name: &str, stream: &[u8]) {
+    let messages = split(stream);
+    let mut decoder = Decoder::new(&Limits::default());
+    assert_eq!(decode(&mut decoder, stream, stream.len()), messages.len());
+    let mut group = c.benchmark_group(format!("decode/{name}"));
+    group.throughput(Throughput::Bytes(stream.len() as u64));
+    group.sampling_mode(SamplingMode::Flat);
+    // Enough samples for a median and a best sample (benches/summarize.py), each long against the
+    // 4 ms resolution of CpuTime; flat sampling, as one iteration can take 0.3 s (1-byte pieces
+    // over 100,000 events).
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(5));
+    group.bench_function("serde_json floor", |b| {
+        b.iter(|| floor(black_box(&messages)))
+    });
+    for (label, chunk) in [
+        ("whole", stream.len()),
+        ("4KiB", 4096),
+        ("64B", 64),
+        ("1B", 1),
+    ] {
+        group.bench_with_input(BenchmarkId::new("qmp-proto", label), &chunk, |b, &chunk| {
+            b.iter(|| decode(&mut decoder, black_box(stream), chunk))
+        });
+    }
+    group.finish();
+}
+
+fn benches(c: &mut Criterion<CpuTime>) {
+    bench_input(c, "qsd-compact", &capture("qsd-compact"));
+    bench_input(c, "system-pretty", &capture("system-pretty"));
+    bench_input(c, "events-100k", &events(100_000));
+}
+
+mod group {
+    // criterion_group! defines a public function without documentation.
+    #![allow(missing_docs)]
+    criterion::criterion_group! {
+        name = decoding;
+        config = criterion::Criterion::default().with_measurement(super::CpuTime);
+        targets = super::benches
+    }
+}
+criterion_main!(group::decoding);

@@ -1,0 +1,313 @@
+//! Real QEMU 10.0.2 output (tests/captures, see its README.md) through the decoder and the session.
+//!
+//! The decoder must read every capture the same whole or in 1-, 7- and 4096-byte pieces. The
+//! session replays each capture as the capturing client did: same commands, same order, one at a
+//! time, and must write exactly the bytes that client wrote (ids `cap0`, `cap1`, ...) and match
+//! every reply. As an independent check, each message is also cut out with a small brace counter
+//! and parsed with serde_json, and the session's values must equal serde_json's.
+
+// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
+use qmp_proto::command::{QueryVersion, VersionInfo};
+use qmp_proto::{
+    CloseReason, CommandError, Config, DecodeError, Decoder, ErrorClass, Limits, Output,
+    ServerMessage, Session,
+};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
+use std::path::PathBuf;
+
+struct Capture {
+    name: &'static str,
+    server: Vec<u8>,
+    client: Vec<String>,
+}
+
+fn capture(name: &'static str) -> Capture {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/captures");
+    let server = std::fs::read(dir.join(format!("{name}.server.bin"))).unwrap();
+    let client = std::fs::read_to_string(dir.join(format!("{name}.client.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    Capture {
+        name,
+        server,
+        client,
+    }
+}
+
+const NAMES: [&str; 4] = [
+    "qsd-compact",
+    "qsd-pretty",
+    "system-compact",
+    "system-pretty",
+];
+
+/// Ends of the top-level objects in `bytes` (a brace counter independent of qmp-proto's framer;
+/// enough for QEMU's output, which has no garbage).
+fn message_ends(bytes: &[u8]) -> Vec<usize> {
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    let mut ends = Vec::new();
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    ends.push(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    ends
+}
+
+/// Each message of the capture, parsed by serde_json.
+fn oracle(server: &[u8]) -> Vec<Value> {
+    let mut start = 0;
+    message_ends(server)
+        .into_iter()
+        .map(|end| {
+            let v = serde_json::from_slice(&server[start..end]).unwrap();
+            start = end;
+            v
+        })
+        .collect()
+}
+
+fn decode(server: &[u8], chunk: usize) -> Vec<Result<ServerMessage, DecodeError>> {
+    let mut d = Decoder::new(&Limits::default());
+    let mut out = Vec::new();
+    for c in server.chunks(chunk) {
+        d.feed(c, &mut out);
+    }
+    d.finish(&mut out);
+    out
+}
+
+#[test]
+fn captures_decode_the_same_however_chunked() {
+    for name in NAMES {
+        let cap = capture(name);
+        let whole = decode(&cap.server, cap.server.len());
+        let (mut greetings, mut replies, mut errors, mut events) = (0, 0, 0, 0);
+        for m in &whole {
+            match m {
+                Ok(ServerMessage::Greeting(g)) => {
+                    assert_eq!(g.version.to_string(), "10.0.2");
+                    assert!(g.has_capability("oob"));
+                    greetings += 1;
+                }
+                Ok(ServerMessage::Reply(r)) => {
+                    assert!(r.id.is_some());
+                    match r.result {
+                        Ok(_) => replies += 1,
+                        Err(_) => errors += 1,
+                    }
+                }
+                Ok(ServerMessage::Event(e)) => {
+                    assert!(e.timestamp.is_some());
+                    events += 1;
+                }
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        let expected_events = if name.starts_with("qsd") { 9 } else { 4 };
+        assert_eq!(
+            (greetings, replies, errors, events),
+            (1, cap.client.len() - 1, 1, expected_events),
+            "{name}"
+        );
+        assert_eq!(whole.len(), oracle(&cap.server).len(), "{name}");
+        for chunk in [1, 7, 4096] {
+            assert!(
+                decode(&cap.server, chunk) == whole,
+                "{name} in {chunk}-byte pieces"
+            );
+        }
+    }
+}
+
+/// A JSON object that keeps its members in order (serde_json's `Map` sorts them), so that the
+/// commands can be sent with the very bytes the capture client wrote.
+struct Ordered(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Ordered {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl Serialize for Ordered {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ClientLine {
+    execute: String,
+    arguments: Option<Ordered>,
+    id: String,
+}
+
+fn outputs(s: &mut Session) -> Vec<Output> {
+    std::iter::from_fn(|| s.poll_output()).collect()
+}
+
+/// Replays one capture through a session, feeding the server's bytes in `chunk`-byte pieces but
+/// never past the reply the client was waiting for (QEMU could not have answered a command not
+/// yet sent).
+fn replay(cap: &Capture, chunk: usize) {
+    let name = cap.name;
+    let compact = name.ends_with("compact");
+    let messages = oracle(&cap.server);
+    let ends = message_ends(&cap.server);
+    let mut s = Session::new(Config {
+        request_oob: compact,
+        id_prefix: Some("cap".into()),
+        ..Config::default()
+    });
+    let mut fed = 0;
+    let mut next_message = 0;
+    let mut feed_through = |s: &mut Session, message: usize| {
+        let end = ends[message];
+        for c in cap.server[fed..end].chunks(chunk) {
+            s.receive(c);
+        }
+        fed = end;
+        let first = next_message;
+        next_message = message + 1;
+        &messages[first..=message]
+    };
+
+    // The greeting, then the session's own qmp_capabilities.
+    feed_through(&mut s, 0);
+    assert!(matches!(&outputs(&mut s)[..], [Output::Greeting(_)]));
+    let t = s.poll_transmit().unwrap();
+    assert_eq!(
+        std::str::from_utf8(&t.bytes).unwrap(),
+        cap.client[0],
+        "{name}"
+    );
+    assert!(s.poll_transmit().is_none());
+    let cap0 = messages.iter().position(|m| m["id"] == "cap0").unwrap();
+    feed_through(&mut s, cap0);
+    assert_eq!(outputs(&mut s), [Output::Ready]);
+    assert_eq!(s.oob_enabled(), compact);
+
+    for line in &cap.client[1..] {
+        let cmd: ClientLine = serde_json::from_str(line).unwrap();
+        let id = match &cmd.arguments {
+            Some(args) => s.execute(&cmd.execute, args),
+            None => s.execute(&cmd.execute, &()),
+        }
+        .unwrap();
+        let t = s.poll_transmit().unwrap();
+        assert_eq!(t.id, id);
+        assert_eq!(std::str::from_utf8(&t.bytes).unwrap(), *line, "{name}");
+        assert!(s.poll_transmit().is_none());
+
+        // Everything up to this command's reply: the events before it, then the reply.
+        let reply_at = messages.iter().position(|m| m["id"] == *cmd.id).unwrap();
+        let expected = feed_through(&mut s, reply_at);
+        let out = outputs(&mut s);
+        assert_eq!(out.len(), expected.len(), "{name} {}", cmd.execute);
+        for (o, m) in out.iter().zip(expected) {
+            match o {
+                Output::Event(e) => {
+                    assert_eq!(m["event"], *e.name);
+                    let data = m
+                        .get("data")
+                        .cloned()
+                        .unwrap_or(Value::Object(Default::default()));
+                    assert_eq!(Value::Object(e.data.clone()), data);
+                }
+                Output::Reply { id: got, result } => {
+                    assert_eq!(*got, id);
+                    match (cmd.execute.as_str(), result) {
+                        ("no-such-command", Err(CommandError::Qmp(e))) => {
+                            assert_eq!(e.class, ErrorClass::CommandNotFound);
+                            assert_eq!(m["error"]["desc"], *e.desc);
+                        }
+                        ("query-qmp-schema", Ok(v)) => {
+                            assert!(v.as_array().unwrap().len() > 500, "{name}");
+                            assert_eq!(*v, m["return"]);
+                        }
+                        ("query-version", Ok(v)) => {
+                            let info: VersionInfo =
+                                <QueryVersion as qmp_proto::Command>::decode_output(v.clone())
+                                    .unwrap();
+                            assert_eq!((info.qemu.major, info.qemu.minor), (10, 0));
+                        }
+                        (_, Ok(v)) => assert_eq!(*v, m["return"], "{name} {}", cmd.execute),
+                        (_, Err(e)) => panic!("{name} {}: {e}", cmd.execute),
+                    }
+                }
+                other => panic!("{name} {}: unexpected {other:?}", cmd.execute),
+            }
+        }
+    }
+    // Whatever follows the last reply, then the end of the stream: a clean close.
+    for c in cap.server[fed..].chunks(chunk) {
+        s.receive(c);
+    }
+    s.receive_eof();
+    assert_eq!(
+        outputs(&mut s),
+        [Output::Closed(CloseReason::Disconnected)],
+        "{name}"
+    );
+    assert_eq!(s.stats().unmatched_replies + s.stats().decode_errors, 0);
+}
+
+#[test]
+fn captures_replay_through_a_session() {
+    for name in NAMES {
+        let cap = capture(name);
+        for chunk in [usize::MAX, 4096, 7] {
+            replay(&cap, chunk);
+        }
+    }
+}
+
+#[test]
+fn captures_replay_one_byte_at_a_time() {
+    for name in NAMES {
+        replay(&capture(name), 1);
+    }
+}
