@@ -178,6 +178,21 @@ pub fn free_tcp_addr() -> io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
+/// Whether a Unix socket at `path` is listening. The file appears at `bind()`, before `listen()`
+/// (a connect in between is refused), and a probing connect would take QEMU's one monitor
+/// connection, so this reads the kernel's socket table instead (Linux `/proc/net/unix`: the
+/// flags column is `00010000`, `__SO_ACCEPTCON`, for a listening socket).
+fn unix_listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return path.exists();
+    };
+    let path = path.to_string_lossy();
+    table.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8 && fields[3] == "00010000" && fields[7] == path
+    })
+}
+
 /// A running QEMU, killed and reaped on drop, with its temp dir.
 #[derive(Debug)]
 pub struct Qemu {
@@ -236,7 +251,7 @@ impl Qemu {
                 panic!("QEMU exited at start ({status}): {err}");
             }
             let ready = match &self.endpoint {
-                Endpoint::Unix(p) => p.exists(),
+                Endpoint::Unix(p) => unix_listening(p),
                 Endpoint::Tcp(a) => std::net::TcpStream::connect(a).is_ok_and(|s| {
                     // This probe takes QEMU's only monitor connection for a moment; close it so the
                     // test's client gets the next one.
