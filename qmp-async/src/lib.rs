@@ -10,18 +10,19 @@
 //! use qmp_async::{Options, Runtime, Transport};
 //! use qmp_proto::command::QueryVersion;
 //! # async fn f(runtime: std::sync::Arc<dyn Runtime>, transport: Transport) -> Result<(), qmp_async::Error> {
-//! let client = qmp_async::connect(transport, &Options::default(), runtime).await?;
+//! let client = qmp_async::connect(async { Ok(transport) }, &Options::default(), runtime).await?;
 //! let version = client.query::<QueryVersion>().await?;
 //! println!("QEMU {}.{}", version.qemu.major, version.qemu.minor);
 //! # Ok(()) }
 //! ```
 //!
 //! # How it works
-//! One [`Driver`] task per connection owns the transport: it reads and feeds the session, routes
-//! each reply to the slot of the call waiting for it, copies each event into the queue of every
-//! subscriber whose filter takes it, and writes the commands the session releases. Calls only
-//! queue their command and wait for their slot, so they can be dropped at any point without
-//! desynchronising the connection.
+//! One [`Driver`] task per connection reads: it feeds the session, routes each reply to the slot
+//! of the call waiting for it, and copies each event into the queue of every subscriber whose
+//! filter takes it. A call writes its own command on its first poll (the driver writes whatever
+//! the socket did not take at once, and what flow control releases later). Bytes to write move
+//! from the session into the connection's buffer first, so calls can be dropped at any point
+//! without desynchronising the connection.
 
 #![deny(missing_docs)]
 
