@@ -1,1 +1,119 @@
-//! qmp-async-std: not yet implemented (see the project issues).
+//! A QEMU Machine Protocol (QMP) client for the [async-std](https://docs.rs/async-std) runtime.
+//!
+//! async-std is deprecated upstream in favour of smol; this crate keeps working for existing
+//! async-std programs, and `qmp-smol` offers the same API. All the client logic lives in
+//! [`qmp_async`]; this crate only connects with async-std's sockets and processes, spawns the
+//! connection's driver with `async_std::task::spawn` and lends async-std's timers. Unix sockets
+//! go through async-io, the reactor async-std itself runs on, because sending file descriptors
+//! needs a readiness wait that async-std's `UnixStream` does not expose.
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use qmp_async_std::{EventFilter, Options};
+//! use qmp_proto::command::QueryVersion;
+//!
+//! async_std::task::block_on(async {
+//!     let client = qmp_async_std::connect_unix("/tmp/qmp.sock", Options::default()).await?;
+//!     let mut stops = client.subscribe(EventFilter::names(["STOP"]));
+//!     let version = client.query::<QueryVersion>().await?;
+//!     println!("QEMU {}.{}", version.qemu.major, version.qemu.minor);
+//!     client.execute("stop", &()).await?;
+//!     if let Some(Ok(event)) = stops.next().await {
+//!         println!("{} at {:?}", event.name, event.timestamp);
+//!     }
+//!     Ok::<(), qmp_async_std::Error>(())
+//! })?;
+//! # Ok::<(), qmp_async_std::Error>(())
+//! ```
+
+#![deny(missing_docs)]
+
+pub use qmp_async::{
+    Client, CloseReason, Config, Driver, Error, Event, EventFilter, EventStream, Missed, Options,
+    Runtime, Transport,
+};
+
+use async_std::net::TcpStream;
+use async_std::os::unix::net::UnixListener;
+use async_std::process::{Child, Command, Stdio};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// async-std as a [`Runtime`]: drivers run as async-std tasks, timers are
+/// `async_std::task::sleep`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsyncStd;
+
+impl Runtime for AsyncStd {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        async_std::task::spawn(future);
+    }
+
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async_std::task::sleep(duration))
+    }
+}
+
+fn runtime() -> Arc<dyn Runtime> {
+    Arc::new(AsyncStd)
+}
+
+/// Connects to a monitor listening on the Unix socket `path` (`-qmp unix:PATH,server=on`).
+/// File descriptors can be passed on this connection.
+pub async fn connect_unix(path: impl AsRef<Path>, options: Options) -> Result<Client, Error> {
+    qmp_async::connect(qmp_async::unix::connect(path), &options, runtime()).await
+}
+
+/// Connects to a monitor listening on TCP (`-qmp tcp:HOST:PORT,server=on`).
+pub async fn connect_tcp(addr: SocketAddr, options: Options) -> Result<Client, Error> {
+    let open = async move {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Transport::new(stream.clone(), stream))
+    };
+    qmp_async::connect(open, &options, runtime()).await
+}
+
+/// Waits for QEMU to connect to `listener` (accept mode: QEMU started with `-qmp unix:PATH`
+/// without `server=on`, after the listener was bound) and connects over that socket.
+/// `options.connect_timeout` covers the wait.
+pub async fn accept_unix(listener: &UnixListener, options: Options) -> Result<Client, Error> {
+    let open = async move {
+        let (stream, _) = listener.accept().await?;
+        // Same socket, registered with async-io directly for fd passing (see the crate docs).
+        let stream = std::os::unix::net::UnixStream::from(OwnedFd::from(stream));
+        Ok(qmp_async::unix::transport(async_io::Async::new(stream)?))
+    };
+    qmp_async::connect(open, &options, runtime()).await
+}
+
+/// Spawns `command`, a QEMU with its monitor on standard input and output (`-qmp stdio`, or
+/// `-chardev stdio,id=m -mon chardev=m,mode=control`), and connects to it. The child is killed
+/// when its [`Child`] handle is dropped.
+pub async fn spawn_stdio(
+    command: std::process::Command,
+    options: Options,
+) -> Result<(Client, Child), Error> {
+    let mut command = Command::from(command);
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn()?;
+    let pipes = child.stdout.take().zip(child.stdin.take());
+    let (stdout, stdin) = pipes.ok_or_else(|| io::Error::other("child has no stdio pipes"))?;
+    let open = async move { Ok(Transport::new(stdout, stdin)) };
+    let client = qmp_async::connect(open, &options, runtime()).await?;
+    Ok((client, child))
+}
+
+/// Connects over any transport (e.g. a pipe pair), spawning its driver as an async-std task.
+pub async fn connect(transport: Transport, options: Options) -> Result<Client, Error> {
+    qmp_async::connect(async { Ok(transport) }, &options, runtime()).await
+}

@@ -1,0 +1,262 @@
+//! Moving bytes: the driver task, and the write path it shares with calls.
+//!
+//! The transport and its buffers live with the session behind the connection's lock. The driver
+//! task is the only reader: it reads, feeds the session, routes what comes out, and never stops
+//! reading while the connection is open (PROTOCOL.md rule 10). Writing is done by whoever has
+//! something to send: a call writes its command itself on its first poll (saving a hand-off to the
+//! driver task, often another thread, on every round trip), and the driver writes whatever a call
+//! could not finish or the session released later (queued commands, flow control).
+//!
+//! Bytes to write are taken from the session into the connection's own buffer, never a call's,
+//! so a call dropped at any point can never leave half a command on the wire (rule 11): the rest
+//! is written by the driver.
+
+use crate::shared::{Inner, Shared, Wakeups};
+use crate::transport::Transport;
+use bytes::Bytes;
+use futures::io::{AsyncRead, AsyncWrite};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+const READ_BUFFER: usize = 64 * 1024;
+/// Commands are gathered into one write up to this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Rounds of reading and writing per pump before yielding to other tasks.
+const ROUNDS_PER_PUMP: usize = 32;
+
+/// A command carrying file descriptors, written after everything queued before it.
+struct FdChunk {
+    bytes: Bytes,
+    fds: Vec<OwnedFd>,
+    sent: usize,
+}
+
+/// The transport and its buffers.
+pub(crate) struct Io {
+    transport: Transport,
+    read_buf: Box<[u8]>,
+    read_done: bool,
+    out: Vec<u8>,
+    out_pos: usize,
+    fd_chunk: Option<FdChunk>,
+    needs_flush: bool,
+    write_failed: bool,
+}
+
+impl Io {
+    pub(crate) fn new(transport: Transport) -> Self {
+        Io {
+            transport,
+            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            read_done: false,
+            out: Vec::new(),
+            out_pos: 0,
+            fd_chunk: None,
+            needs_flush: false,
+            write_failed: false,
+        }
+    }
+
+    pub(crate) fn can_pass_fds(&self) -> bool {
+        self.transport.fds.is_some()
+    }
+}
+
+/// The driver's turn: reads and writes until both would block (its waker is then registered
+/// with the reactor) or the connection closes. Wakers to call after unlocking go to `wakeups`.
+fn pump(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) {
+    if s.closed.is_some() {
+        return;
+    }
+    for _ in 0..ROUNDS_PER_PUMP {
+        let read = read_side(s, cx, wakeups);
+        let wrote = write_side(s, cx);
+        if s.closed.is_some() || (!read && !wrote) {
+            return;
+        }
+    }
+    // More work is waiting: come back after others had a turn.
+    cx.waker().wake_by_ref();
+}
+
+/// One read attempt; true when something happened.
+fn read_side(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) -> bool {
+    let io = &mut s.io;
+    if io.read_done {
+        return false;
+    }
+    match Pin::new(&mut io.transport.reader).poll_read(cx, &mut io.read_buf) {
+        Poll::Pending => return false,
+        Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => return true,
+        Poll::Ready(Ok(n)) if n > 0 => s.session.receive(&io.read_buf[..n]),
+        Poll::Ready(end) => {
+            // EOF, or an error such as ECONNRESET: both end the stream (rule 13). The session
+            // delivers what was complete, then fails what is pending.
+            io.read_done = true;
+            if let Err(e) = end {
+                s.io_error = Some(e);
+            }
+            s.session.receive_eof();
+        }
+    }
+    s.route(wakeups);
+    true
+}
+
+/// A call's turn: writes what the session releases, as far as the socket takes it now. Whatever
+/// is left (the socket is full) is the driver's to finish: it is woken.
+pub(crate) fn write_now(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) {
+    if s.closed.is_some() {
+        return;
+    }
+    write_side(s, cx);
+    let io = &s.io;
+    if !io.write_failed && (io.out_pos < io.out.len() || io.fd_chunk.is_some() || io.needs_flush) {
+        wakeups.push(s.driver_waker.take());
+    }
+}
+
+/// Writes what is queued; true when something happened.
+fn write_side(s: &mut Shared, cx: &mut Context<'_>) -> bool {
+    let mut progress = false;
+    while !s.io.write_failed {
+        match write_step(s, cx) {
+            Poll::Ready(Ok(true)) => progress = true,
+            Poll::Ready(Ok(false)) | Poll::Pending => break,
+            Poll::Ready(Err(e)) => {
+                // Keep reading: replies QEMU already sent and the end of the stream still come
+                // in, and end the session properly.
+                s.io.write_failed = true;
+                s.io_error.get_or_insert(e);
+                progress = true;
+            }
+        }
+    }
+    progress
+}
+
+/// Advances writing by one step: `Ok(true)` when it progressed, `Ok(false)` when idle.
+fn write_step(s: &mut Shared, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+    let io = &mut s.io;
+    let writer = &mut io.transport.writer;
+    if io.out_pos < io.out.len() {
+        let n = std::task::ready!(Pin::new(&mut *writer).poll_write(cx, &io.out[io.out_pos..]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        io.out_pos += n;
+        if io.out_pos == io.out.len() {
+            io.out.clear();
+            io.out_pos = 0;
+        }
+        io.needs_flush = true;
+        return Poll::Ready(Ok(true));
+    }
+    if io.needs_flush {
+        std::task::ready!(Pin::new(&mut *writer).poll_flush(cx))?;
+        io.needs_flush = false;
+    }
+    if let Some(chunk) = &mut io.fd_chunk {
+        let n = if chunk.sent == 0 {
+            let sender = io
+                .transport
+                .fds
+                .as_mut()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no fd passing"))?;
+            let fds: Vec<BorrowedFd<'_>> = chunk.fds.iter().map(|f| f.as_fd()).collect();
+            std::task::ready!(sender.poll_send_with_fds(cx, &chunk.bytes, &fds))?
+        } else {
+            std::task::ready!(Pin::new(&mut *writer).poll_write(cx, &chunk.bytes[chunk.sent..]))?
+        };
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        chunk.sent += n;
+        if chunk.sent == chunk.bytes.len() {
+            // QEMU holds its own copies now; ours close here.
+            io.fd_chunk = None;
+        }
+        io.needs_flush = true;
+        return Poll::Ready(Ok(true));
+    }
+    let mut taken = false;
+    while io.out.len() < WRITE_BATCH {
+        let Some(t) = s.session.poll_transmit() else {
+            break;
+        };
+        taken = true;
+        if t.fds > 0 {
+            let fds = s.fds.remove(&t.id).unwrap_or_default();
+            io.fd_chunk = Some(FdChunk {
+                bytes: t.bytes,
+                fds,
+                sent: 0,
+            });
+            break;
+        }
+        io.out.extend_from_slice(&t.bytes);
+    }
+    Poll::Ready(Ok(taken))
+}
+
+/// The connection's background task: spawn it on any executor (the runtime crates do). It
+/// completes when the connection closes: QEMU hung up, negotiation failed, or every
+/// [`Client`](crate::Client) and [`EventStream`](crate::EventStream) was dropped.
+#[must_use = "the connection does nothing unless its driver is spawned or awaited"]
+pub struct Driver {
+    inner: Arc<Inner>,
+}
+
+impl Driver {
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        Driver { inner }
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut wakeups = Wakeups::default();
+        let done = {
+            let mut s = self.inner.lock();
+            // Registered before looking for work, so work queued after this is not missed.
+            if !s
+                .driver_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                s.driver_waker = Some(cx.waker().clone());
+            }
+            if s.users == 0 {
+                // Nobody can send or listen any more: close from our side.
+                s.session.close();
+                s.route(&mut wakeups);
+            }
+            pump(&mut s, cx, &mut wakeups);
+            // Closed: the socket closes now, even while handles are alive.
+            let closed = Transport::new(futures::io::empty(), futures::io::sink());
+            s.closed
+                .is_some()
+                .then(|| std::mem::replace(&mut s.io.transport, closed))
+        };
+        wakeups.wake();
+        let done = done.is_some();
+        if done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver").finish_non_exhaustive()
+    }
+}
