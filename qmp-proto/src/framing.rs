@@ -12,7 +12,9 @@
 //!   [`Frame::Garbage`] reports the whole run when it ends (or at end of stream).
 //! - A message that grows past the size limit or nests past the depth limit is skipped to its end
 //!   (found by the same structural counting, without buffering it) and reported as
-//!   [`Frame::Skipped`], with its top-level `id` when one could be recovered.
+//!   [`Frame::Skipped`], with its top-level `id` when one could be recovered. Both limits are
+//!   checked byte by byte, so a message breaking both is reported for the one it breaks first in
+//!   byte order, however the stream is chunked.
 //! - A message still open at end of stream is reported as [`Frame::Truncated`].
 //!
 //! The framer does not check that a message is valid JSON: a balanced but malformed object (`{]`,
@@ -153,16 +155,17 @@ impl Framer {
             }
         }
         if let Phase::Message = self.phase {
-            let held = self.buf.len() + (chunk.len() - seg_start);
-            if held > self.max_size {
-                self.skip_current(SkipReason::TooLarge, &chunk[seg_start..]);
-            } else {
-                self.buf.extend_from_slice(&chunk[seg_start..]);
-            }
+            // `scan_message` switched to skipping at the byte that crossed the limit, so this fits.
+            debug_assert!(self.buf.len() + (chunk.len() - seg_start) <= self.max_size);
+            self.buf.extend_from_slice(&chunk[seg_start..]);
         }
     }
 
-    /// Scans a message from `chunk[i..]`; returns where scanning stopped (message end or chunk end).
+    /// Scans a message from `chunk[i..]`; returns where scanning stopped (message end, chunk end, or
+    /// the message switched to skipping).
+    ///
+    /// The size limit is checked at the byte that crosses it, not at the end of the chunk: which
+    /// limit a message breaks first (size or depth) must not depend on how the stream was chunked.
     fn scan_message(
         &mut self,
         chunk: &[u8],
@@ -170,14 +173,22 @@ impl Framer {
         seg_start: usize,
         emit: &mut dyn FnMut(Frame<'_>),
     ) -> usize {
+        // `chunk[..size_end]` holds the bytes the message may have without exceeding the limit.
+        let size_end = seg_start
+            .saturating_add(self.max_size - self.buf.len())
+            .min(chunk.len());
         while i < chunk.len() {
+            if i == size_end {
+                self.skip_current(SkipReason::TooLarge, &chunk[seg_start..i]);
+                return i;
+            }
             if self.in_string {
                 if self.escaped {
                     self.escaped = false;
                     i += 1;
                     continue;
                 }
-                match find_string_special(&chunk[i..]) {
+                match find_string_special(&chunk[i..size_end]) {
                     Some(k) => {
                         i += k;
                         if chunk[i] == b'"' {
@@ -187,7 +198,7 @@ impl Framer {
                         }
                         i += 1;
                     }
-                    None => return chunk.len(),
+                    None => i = size_end,
                 }
                 continue;
             }
@@ -225,18 +236,9 @@ impl Framer {
     /// The message ended with `tail` (its bytes in the current chunk).
     fn finish_message(&mut self, tail: &[u8], emit: &mut dyn FnMut(Frame<'_>)) {
         self.phase = Phase::Between;
-        let len = self.buf.len() + tail.len();
-        if len > self.max_size {
-            let mut skipper = Skipper::new();
-            skipper.scan(&self.buf);
-            skipper.scan(tail);
-            self.buf = Vec::new();
-            emit(Frame::Skipped {
-                reason: SkipReason::TooLarge,
-                len,
-                id: skipper.into_id(),
-            });
-        } else if self.buf.is_empty() {
+        // `scan_message` stops a message at the byte that crosses the size limit.
+        debug_assert!(self.buf.len() + tail.len() <= self.max_size);
+        if self.buf.is_empty() {
             emit(Frame::Message(tail));
         } else {
             self.buf.extend_from_slice(tail);
@@ -421,6 +423,30 @@ mod tests {
         // Depth 10 exactly (the object plus 9 arrays) is accepted.
         let ok = format!("{{\"r\": {}{}}}", "[".repeat(9), "]".repeat(9));
         assert!(matches!(all_splits(ok.as_bytes(), 1024, 10)[0], F::M(_)));
+    }
+
+    #[test]
+    fn first_limit_crossed_in_byte_order_wins() {
+        // Too large from byte 33 on, too deep only at byte 38: too large, however it is chunked.
+        let s = format!("{{\"a\": \"{}\", \"b\": [[[1]]]}}{{}}", "x".repeat(24));
+        let out = all_splits(s.as_bytes(), 32, 3);
+        assert_eq!(
+            out,
+            vec![
+                F::S(SkipReason::TooLarge, s.len() - 2, None),
+                F::M("{}".into())
+            ]
+        );
+        // Too deep at byte 11, before the size limit: too deep.
+        let s = format!("{{\"b\": [[[1]]], \"a\": \"{}\"}}{{}}", "x".repeat(24));
+        let out = all_splits(s.as_bytes(), 32, 3);
+        assert_eq!(
+            out,
+            vec![
+                F::S(SkipReason::TooDeep, s.len() - 2, None),
+                F::M("{}".into())
+            ]
+        );
     }
 
     #[test]
