@@ -220,6 +220,28 @@ impl Client {
         self.inner.lock().io_error.as_ref().map(|e| e.to_string())
     }
 
+    /// A one-line account of the connection's I/O for diagnosing hangs: session state, bytes
+    /// written and read, reads with and without data, driver polls, bytes buffered in the session, the first bytes read. Not a
+    /// stable format.
+    #[doc(hidden)]
+    pub fn debug_io(&self) -> String {
+        let s = self.inner.lock();
+        format!(
+            "state {:?}, ready {}, closed {:?}, {} bytes written, {} bytes in {} reads ({} found nothing), {} driver polls, {} bytes buffered, driver waker {}; first bytes read: {:?}",
+            s.session.state(),
+            s.ready,
+            s.closed,
+            s.io.bytes_written,
+            s.io.bytes_read,
+            s.io.reads,
+            s.io.reads_pending,
+            s.driver_polls,
+            s.session.buffered(),
+            if s.driver_waker.is_some() { "set" } else { "unset" },
+            String::from_utf8_lossy(&s.io.first_bytes),
+        )
+    }
+
     /// Waits until the connection is closed, and says why.
     pub fn closed(&self) -> impl Future<Output = CloseReason> + Send + 'static {
         let inner = self.inner.clone();

@@ -108,6 +108,7 @@ pub fn connection(
         warnings: VecDeque::new(),
         io_error: None,
         event_buffer: options.event_buffer.max(1),
+        driver_polls: 0,
     };
     let inner = Arc::new(Inner {
         shared: Mutex::new(shared),
