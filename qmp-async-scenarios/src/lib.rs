@@ -194,7 +194,7 @@ pub async fn negotiation<R: TestRuntime>(rt: R) {
     let greeting = client.greeting().expect("greeting");
     assert!(greeting.has_capability("oob"));
     assert!(client.oob_enabled());
-    let v = step(rt, "query-version", client.query::<QueryVersion>())
+    let v = step(rt, "query-version", client.run(&QueryVersion))
         .await
         .unwrap();
     assert_eq!(
@@ -254,7 +254,7 @@ pub async fn errors<R: TestRuntime>(rt: R) {
     );
     assert_eq!(e.class, ErrorClass::GenericError);
     assert!(matches!(
-        step(rt, "typed", client.call(&VersionAsText)).await,
+        step(rt, "typed", client.run(&VersionAsText)).await,
         Err(Error::Output(_))
     ));
     assert!(matches!(
@@ -263,9 +263,7 @@ pub async fn errors<R: TestRuntime>(rt: R) {
             .await,
         Err(Error::Refused(_))
     ));
-    assert!(step(rt, "after", client.query::<QueryVersion>())
-        .await
-        .is_ok());
+    assert!(step(rt, "after", client.run(&QueryVersion)).await.is_ok());
     assert_idle(&client);
     assert_no_warnings(&client);
 }
@@ -331,15 +329,13 @@ pub async fn stop_cont_events<R: TestRuntime>(rt: R) {
     step(rt, "stop", client.execute("stop", &())).await.unwrap();
     let e = next_event(rt, &mut events).await.unwrap().unwrap();
     assert_eq!(e.name, "STOP");
-    let status = step(rt, "status", client.query::<QueryStatus>())
-        .await
-        .unwrap();
+    let status = step(rt, "status", client.run(&QueryStatus)).await.unwrap();
     assert!(!status.running);
     step(rt, "cont", client.execute("cont", &())).await.unwrap();
     let e = next_event(rt, &mut events).await.unwrap().unwrap();
     assert!(e.decode::<qmp_proto::events::Resume>().is_some());
     assert!(
-        step(rt, "status", client.query::<QueryStatus>())
+        step(rt, "status", client.run(&QueryStatus))
             .await
             .unwrap()
             .running
@@ -355,12 +351,10 @@ pub async fn add_fd<R: TestRuntime>(rt: R) {
         fdset_id: None,
         opaque: Some("scenario".into()),
     };
-    let info = step(rt, "add-fd", client.call_with_fds(&add, vec![file.into()]))
+    let info = step(rt, "add-fd", client.run_with_fds(&add, vec![file.into()]))
         .await
         .unwrap();
-    let sets = step(rt, "fdsets", client.query::<QueryFdsets>())
-        .await
-        .unwrap();
+    let sets = step(rt, "fdsets", client.run(&QueryFdsets)).await.unwrap();
     let set = sets.iter().find(|s| s.fdset_id == info.fdset_id).unwrap();
     assert_eq!(set.fds[0].fd, info.fd);
     assert_eq!(set.fds[0].opaque.as_deref(), Some("scenario"));
@@ -369,17 +363,17 @@ pub async fn add_fd<R: TestRuntime>(rt: R) {
     let getfd = Getfd {
         fdname: "f0".into(),
     };
-    step(rt, "getfd", client.call_with_fds(&getfd, vec![file.into()]))
+    step(rt, "getfd", client.run_with_fds(&getfd, vec![file.into()]))
         .await
         .unwrap();
     let close = Closefd {
         fdname: "f0".into(),
     };
-    step(rt, "closefd", client.call(&close)).await.unwrap();
+    step(rt, "closefd", client.run(&close)).await.unwrap();
     // Closing again fails: the descriptor really had arrived under that name.
-    assert!(matches!(client.call(&close).await, Err(Error::Qmp(_))));
+    assert!(matches!(client.run(&close).await, Err(Error::Qmp(_))));
     // Without a descriptor, getfd fails and the connection goes on.
-    assert!(matches!(client.call(&getfd).await, Err(Error::Qmp(_))));
+    assert!(matches!(client.run(&getfd).await, Err(Error::Qmp(_))));
     assert_idle(&client);
 }
 
@@ -388,7 +382,7 @@ pub async fn quit<R: TestRuntime>(rt: R) {
     let Some(mut q) = system("quit") else { return };
     let client = connect(rt, &q, Options::default()).await;
     let mut events = client.events();
-    step(rt, "quit", client.call(&qmp_proto::command::Quit))
+    step(rt, "quit", client.run(&qmp_proto::command::Quit))
         .await
         .unwrap();
     let e = next_event(rt, &mut events).await.unwrap().unwrap();
@@ -451,9 +445,7 @@ pub async fn tcp_transport<R: TestRuntime>(rt: R) {
     let client = step(rt, "connect", rt.connect_tcp(addr, Options::default()))
         .await
         .unwrap();
-    assert!(step(rt, "query", client.query::<QueryVersion>())
-        .await
-        .is_ok());
+    assert!(step(rt, "query", client.run(&QueryVersion)).await.is_ok());
     let fd = std::fs::File::open("/dev/null").unwrap();
     assert!(matches!(
         client
@@ -461,9 +453,7 @@ pub async fn tcp_transport<R: TestRuntime>(rt: R) {
             .await,
         Err(Error::FdPassingUnsupported)
     ));
-    assert!(step(rt, "query", client.query::<QueryVersion>())
-        .await
-        .is_ok());
+    assert!(step(rt, "query", client.run(&QueryVersion)).await.is_ok());
 }
 
 /// A QEMU spawned with its monitor on stdio.
@@ -477,9 +467,7 @@ pub async fn stdio_transport<R: TestRuntime>(rt: R) {
         .await
         .unwrap();
     let mut events = client.events();
-    assert!(step(rt, "query", client.query::<QueryVersion>())
-        .await
-        .is_ok());
+    assert!(step(rt, "query", client.run(&QueryVersion)).await.is_ok());
     drop(child); // kills QEMU
     assert!(next_event(rt, &mut events).await.is_none(), "stream ends");
     assert!(step(rt, "closed", client.closed()).await == CloseReason::Disconnected);
@@ -499,9 +487,7 @@ pub async fn accept_mode<R: TestRuntime>(rt: R) {
     let client = step(rt, "accept", rt.accept_unix(listener, Options::default()))
         .await
         .unwrap();
-    let v = step(rt, "query", client.query::<QueryVersion>())
-        .await
-        .unwrap();
+    let v = step(rt, "query", client.run(&QueryVersion)).await.unwrap();
     assert!(v.qemu.major >= 1);
     let file = std::fs::File::open("/dev/null").unwrap();
     let e = qmp_error(
@@ -628,7 +614,7 @@ pub async fn concurrent_calls_from_50_tasks<R: TestRuntime>(rt: R) {
         return;
     };
     let client = connect(rt, &q, Options::default()).await;
-    let expected = client.query::<QueryVersion>().await.unwrap();
+    let expected = client.run(&QueryVersion).await.unwrap();
     let tasks: Vec<_> = (0..50)
         .map(|t| {
             let client = client.clone();
@@ -637,7 +623,7 @@ pub async fn concurrent_calls_from_50_tasks<R: TestRuntime>(rt: R) {
                 let mut correct = 0;
                 for i in 0..20 {
                     if (t + i) % 2 == 0 {
-                        let v = client.query::<QueryVersion>().await.unwrap();
+                        let v = client.run(&QueryVersion).await.unwrap();
                         assert_eq!(v, expected);
                     } else {
                         let name = format!("t{t}-c{i}");
@@ -676,15 +662,15 @@ impl Future for YieldNow {
     }
 }
 
-/// 10,000 commands, most dropped at a random point (never polled, just submitted, after a few
-/// turns of the executor); the ones run to the end always get their own reply, and nothing is
+/// 10,000 commands, most dropped at a random point (never polled: submitted but never written by
+/// this call; polled once; after a few turns of the executor); the ones run to the end always get their own reply, and nothing is
 /// left pending.
 pub async fn dropped_futures_never_desync<R: TestRuntime>(rt: R) {
     let Some(q) = qsd("dropped_futures_never_desync") else {
         return;
     };
     let client = connect(rt, &q, Options::default()).await;
-    let expected = client.query::<QueryVersion>().await.unwrap();
+    let expected = client.run(&QueryVersion).await.unwrap();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rand = move || {
         seed ^= seed << 13;
@@ -717,7 +703,7 @@ pub async fn dropped_futures_never_desync<R: TestRuntime>(rt: R) {
                     "{} for {name}",
                     e.desc
                 );
-                let v = step(rt, "version", client.query::<QueryVersion>()).await;
+                let v = step(rt, "version", client.run(&QueryVersion)).await;
                 assert_eq!(v.unwrap(), expected);
                 checked += 1;
                 continue;
@@ -726,7 +712,7 @@ pub async fn dropped_futures_never_desync<R: TestRuntime>(rt: R) {
         drop(call);
     }
     assert!(checked > 2000);
-    let v = step(rt, "final", client.query::<QueryVersion>()).await;
+    let v = step(rt, "final", client.run(&QueryVersion)).await;
     assert_eq!(v.unwrap(), expected);
     assert_idle(&client);
     assert_no_warnings(&client);
@@ -802,9 +788,7 @@ pub async fn exec_oob<R: TestRuntime>(rt: R) {
     let client = connect(rt, &q, oob()).await;
     let e = qmp_error(step(rt, "oob", client.execute_oob("query-version", &())).await);
     assert!(e.desc.contains("OOB"), "{}", e.desc);
-    assert!(step(rt, "inband", client.query::<QueryVersion>())
-        .await
-        .is_ok());
+    assert!(step(rt, "inband", client.run(&QueryVersion)).await.is_ok());
     assert_idle(&client);
 }
 
