@@ -1,6 +1,16 @@
-//! Round trips of `query-version` against qemu-storage-daemon: a raw std `UnixStream` baseline,
-//! qmp-smol and qmp-async-std, in one criterion run. Sequential (one command at a time) and
-//! pipelined (100 in flight). Run: `cargo bench -p qmp-async-scenarios --bench round_trip`.
+//! Round trips of `query-version` against qemu-storage-daemon: raw std `UnixStream` baselines,
+//! qmp-smol and qmp-async-std. Sequential (one command at a time) and pipelined (100 in flight).
+//! Run: `cargo bench -p qmp-async-scenarios --bench round_trip -- --noplot`.
+//!
+//! The figure to compare is the *interleaved* run printed first (on stderr): short alternating
+//! blocks of every contender, and the median of the per-block time ratios to raw, which resists
+//! the load of a shared machine changing between contenders. Criterion's separate numbers follow.
+//!
+//! Two raw baselines, because QEMU reads its input one byte per syscall and so the command's
+//! length matters as much as the client: *raw, same bytes* writes exactly what the clients write
+//! (`{"execute":"query-version","id":"abcd10001"}` and onwards: a 4-letter prefix and a counter
+//! that runs in step with the clients', 5 digits throughout); *raw, 2-char id* writes
+//! `{"execute":"query-version","id":"r1"}`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -13,7 +23,9 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 const PIPELINE: usize = 100;
-const COMMAND: &[u8] = b"{\"execute\":\"query-version\",\"id\":\"r1\"}\n";
+const SHORT: &[u8] = b"{\"execute\":\"query-version\",\"id\":\"r1\"}\n";
+/// Commands each client runs before measuring, so its ids have 5 digits, as raw's do.
+const WARM_UP: u64 = 10_000;
 
 fn qsd() -> Qemu {
     Qemu::start(
@@ -23,104 +35,69 @@ fn qsd() -> Qemu {
     .expect("qemu-storage-daemon is needed for this benchmark")
 }
 
-/// A negotiated raw connection: greeting read, `qmp_capabilities` answered.
-fn raw_connect(q: &Qemu) -> (UnixStream, BufReader<UnixStream>) {
-    let stream = UnixStream::connect(q.socket()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    (&stream)
-        .write_all(b"{\"execute\":\"qmp_capabilities\",\"id\":\"r0\"}\n")
-        .unwrap();
-    // A second greeting may come first (see qmp-async-scenarios): read up to the reply.
-    loop {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-        if line.contains("\"return\"") {
-            break;
-        }
-    }
-    (stream, reader)
+/// A negotiated raw connection.
+struct Raw {
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+    line: String,
+    counter: u64,
+    batch: Vec<u8>,
 }
 
-fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("sequential");
-    group
-        .throughput(Throughput::Elements(1))
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(5));
-    {
-        let q = qsd();
-        let (mut stream, mut reader) = raw_connect(&q);
-        let mut line = String::new();
-        group.bench_function("raw", |b| {
-            b.iter(|| {
-                stream.write_all(COMMAND).unwrap();
-                line.clear();
-                reader.read_line(&mut line).unwrap();
-            })
-        });
+impl Raw {
+    fn connect(q: &Qemu) -> Raw {
+        let writer = UnixStream::connect(q.socket()).unwrap();
+        writer
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut raw = Raw {
+            reader: BufReader::new(writer.try_clone().unwrap()),
+            writer,
+            line: String::new(),
+            counter: WARM_UP,
+            batch: Vec::new(),
+        };
+        raw.read_line(); // greeting
+        raw.writer
+            .write_all(b"{\"execute\":\"qmp_capabilities\",\"id\":\"r0\"}\n")
+            .unwrap();
+        // A second greeting may come first (QEMU's startup race): read up to the reply.
+        loop {
+            raw.read_line();
+            if raw.line.contains("\"return\"") {
+                break;
+            }
+        }
+        raw
     }
-    {
-        let q = qsd();
-        let client =
-            smol::block_on(qmp_smol::connect_unix(q.socket(), Options::default())).unwrap();
-        group.bench_function("qmp-smol", |b| {
-            b.iter_custom(|iters| smol::block_on(sequential(&client, iters)))
-        });
-    }
-    {
-        let q = qsd();
-        let client =
-            async_std::task::block_on(qmp_async_std::connect_unix(q.socket(), Options::default()))
-                .unwrap();
-        group.bench_function("qmp-async-std", |b| {
-            b.iter_custom(|iters| async_std::task::block_on(sequential(&client, iters)))
-        });
-    }
-    group.finish();
 
-    let mut group = c.benchmark_group("pipelined_100");
-    group
-        .throughput(Throughput::Elements(PIPELINE as u64))
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(5));
-    {
-        let q = qsd();
-        let (mut stream, mut reader) = raw_connect(&q);
-        let batch = COMMAND.repeat(PIPELINE);
-        let mut line = String::new();
-        group.bench_function("raw", |b| {
-            b.iter(|| {
-                stream.write_all(&batch).unwrap();
-                for _ in 0..PIPELINE {
-                    line.clear();
-                    reader.read_line(&mut line).unwrap();
-                }
-            })
-        });
+    fn read_line(&mut self) {
+        self.line.clear();
+        self.reader.read_line(&mut self.line).unwrap();
     }
-    {
-        let q = qsd();
-        let client =
-            smol::block_on(qmp_smol::connect_unix(q.socket(), Options::default())).unwrap();
-        group.bench_function("qmp-smol", |b| {
-            b.iter_custom(|iters| smol::block_on(pipelined(&client, iters)))
-        });
-    }
-    {
-        let q = qsd();
-        let client =
-            async_std::task::block_on(qmp_async_std::connect_unix(q.socket(), Options::default()))
+
+    /// `n` commands written with one `write_all`, then their `n` replies read. `short`: the
+    /// 2-char id; otherwise the clients' bytes.
+    fn round_trips(&mut self, n: usize, short: bool) {
+        self.batch.clear();
+        for _ in 0..n {
+            if short {
+                self.batch.extend_from_slice(SHORT);
+            } else {
+                self.counter += 1;
+                writeln!(
+                    self.batch,
+                    "{{\"execute\":\"query-version\",\"id\":\"abcd{}\"}}",
+                    self.counter
+                )
                 .unwrap();
-        group.bench_function("qmp-async-std", |b| {
-            b.iter_custom(|iters| async_std::task::block_on(pipelined(&client, iters)))
-        });
+            }
+        }
+        self.writer.write_all(&self.batch).unwrap();
+        for _ in 0..n {
+            self.read_line();
+        }
     }
-    group.finish();
 }
 
 async fn sequential(client: &Client, iters: u64) -> Duration {
@@ -131,9 +108,9 @@ async fn sequential(client: &Client, iters: u64) -> Duration {
     start.elapsed()
 }
 
-async fn pipelined(client: &Client, iters: u64) -> Duration {
+async fn pipelined(client: &Client, batches: u64) -> Duration {
     let start = Instant::now();
-    for _ in 0..iters {
+    for _ in 0..batches {
         let calls = (0..PIPELINE).map(|_| client.execute("query-version", &()));
         for r in join_all(calls).await {
             r.unwrap();
@@ -142,64 +119,147 @@ async fn pipelined(client: &Client, iters: u64) -> Duration {
     start.elapsed()
 }
 
-/// On a shared machine the load changes between criterion's benchmarks; this alternates short
-/// blocks of raw, smol and async-std round trips (each on its own qemu-storage-daemon) and prints
-/// the median per-block ratio to raw, which is what the goals compare.
-fn interleaved(_: &mut Criterion) {
-    const BLOCKS: usize = 30;
-    const PER_BLOCK: u64 = 200;
-    let (qr, qs, qa) = (qsd(), qsd(), qsd());
-    let (mut stream, mut reader) = raw_connect(&qr);
-    let smol_client =
-        smol::block_on(qmp_smol::connect_unix(qs.socket(), Options::default())).unwrap();
-    let std_client =
-        async_std::task::block_on(qmp_async_std::connect_unix(qa.socket(), Options::default()))
-            .unwrap();
-    let batch = COMMAND.repeat(PIPELINE);
-    let mut line = String::new();
-    for mode in ["sequential", "pipelined_100"] {
-        let mut ratios = (Vec::new(), Vec::new());
-        for _ in 0..BLOCKS {
-            let start = Instant::now();
-            for _ in 0..PER_BLOCK / if mode == "sequential" { 1 } else { 20 } {
-                if mode == "sequential" {
-                    stream.write_all(COMMAND).unwrap();
-                    line.clear();
-                    reader.read_line(&mut line).unwrap();
-                } else {
-                    stream.write_all(&batch).unwrap();
-                    for _ in 0..PIPELINE {
-                        line.clear();
-                        reader.read_line(&mut line).unwrap();
-                    }
-                }
-            }
-            let raw = start.elapsed().as_secs_f64();
-            let (s, a) = if mode == "sequential" {
-                (
-                    smol::block_on(sequential(&smol_client, PER_BLOCK)),
-                    async_std::task::block_on(sequential(&std_client, PER_BLOCK)),
-                )
-            } else {
-                (
-                    smol::block_on(pipelined(&smol_client, PER_BLOCK / 20)),
-                    async_std::task::block_on(pipelined(&std_client, PER_BLOCK / 20)),
-                )
-            };
-            ratios.0.push(s.as_secs_f64() / raw);
-            ratios.1.push(a.as_secs_f64() / raw);
-        }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        println!(
-            "interleaved {mode}: time / raw time, median of {BLOCKS} blocks: qmp-smol {:.3}, qmp-async-std {:.3}",
-            median(&mut ratios.0),
-            median(&mut ratios.1)
-        );
+struct Setup {
+    _daemons: Vec<Qemu>,
+    raw: Raw,
+    smol: Client,
+    std: Client,
+}
+
+/// One daemon per contender (the two raw baselines share one).
+fn setup() -> Setup {
+    let daemons = vec![qsd(), qsd(), qsd()];
+    let raw = Raw::connect(&daemons[0]);
+    let smol = smol::block_on(qmp_smol::connect_unix(
+        daemons[1].socket(),
+        Options::default(),
+    ))
+    .unwrap();
+    let std = async_std::task::block_on(qmp_async_std::connect_unix(
+        daemons[2].socket(),
+        Options::default(),
+    ))
+    .unwrap();
+    // Ids: the clients' prefixes are 4 random letters, as raw's `abcd`; the counters start at
+    // WARM_UP + 1 for all three.
+    smol::block_on(pipelined(&smol, WARM_UP / PIPELINE as u64));
+    async_std::task::block_on(pipelined(&std, WARM_UP / PIPELINE as u64));
+    Setup {
+        _daemons: daemons,
+        raw,
+        smol,
+        std,
     }
 }
 
-criterion_group!(benches, bench, interleaved);
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn interleaved(s: &mut Setup) {
+    const BLOCKS: usize = 30;
+    eprintln!(
+        "interleaved, {BLOCKS} blocks per mode (load average before: {})",
+        load()
+    );
+    for (mode, per_block, batch) in [
+        ("sequential", 200u64, 1usize),
+        ("pipelined_100", 10, PIPELINE),
+    ] {
+        // Per block: time of raw same bytes, raw 2-char id, smol, async-std.
+        let mut times: Vec<[f64; 4]> = Vec::new();
+        for _ in 0..BLOCKS {
+            let t = Instant::now();
+            for _ in 0..per_block {
+                s.raw.round_trips(batch, false);
+            }
+            let raw = t.elapsed().as_secs_f64();
+            let (smol, std) = if batch == 1 {
+                (
+                    smol::block_on(sequential(&s.smol, per_block)),
+                    async_std::task::block_on(sequential(&s.std, per_block)),
+                )
+            } else {
+                (
+                    smol::block_on(pipelined(&s.smol, per_block)),
+                    async_std::task::block_on(pipelined(&s.std, per_block)),
+                )
+            };
+            let t = Instant::now();
+            for _ in 0..per_block {
+                s.raw.round_trips(batch, true);
+            }
+            let short = t.elapsed().as_secs_f64();
+            times.push([raw, short, smol.as_secs_f64(), std.as_secs_f64()]);
+        }
+        let commands = (BLOCKS as u64 * per_block * batch as u64) as f64;
+        let us = |k: usize| times.iter().map(|t| t[k]).sum::<f64>() * 1e6 / commands;
+        let median_ratio = |k: usize, base: usize| {
+            let mut r: Vec<f64> = times.iter().map(|t| t[base] / t[k]).collect();
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        };
+        eprintln!(
+            "  {mode}, {} commands per contender:\n    \
+             raw, same bytes: {:.1} us/command\n    \
+             raw, 2-char id:  {:.1} us/command\n    \
+             qmp-smol:        {:.1} us/command; rate vs raw same bytes, median of blocks {:.1}%; vs 2-char id {:.1}%\n    \
+             qmp-async-std:   {:.1} us/command; rate vs raw same bytes, median of blocks {:.1}%; vs 2-char id {:.1}%",
+            commands,
+            us(0),
+            us(1),
+            us(2),
+            100.0 * median_ratio(2, 0),
+            100.0 * median_ratio(2, 1),
+            us(3),
+            100.0 * median_ratio(3, 0),
+            100.0 * median_ratio(3, 1),
+        );
+    }
+    eprintln!("  load average after: {}", load());
+}
+
+fn bench(c: &mut Criterion) {
+    let mut s = setup();
+    interleaved(&mut s);
+
+    for (name, batch) in [("sequential", 1usize), ("pipelined_100", PIPELINE)] {
+        let mut group = c.benchmark_group(name);
+        group
+            .throughput(Throughput::Elements(batch as u64))
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+        group.bench_function("raw, same bytes", |b| {
+            b.iter(|| s.raw.round_trips(batch, false))
+        });
+        group.bench_function("raw, 2-char id", |b| {
+            b.iter(|| s.raw.round_trips(batch, true))
+        });
+        let (smol_client, std_client) = (&s.smol, &s.std);
+        group.bench_function("qmp-smol", |b| {
+            b.iter_custom(|iters| {
+                if batch == 1 {
+                    smol::block_on(sequential(smol_client, iters))
+                } else {
+                    smol::block_on(pipelined(smol_client, iters))
+                }
+            })
+        });
+        group.bench_function("qmp-async-std", |b| {
+            b.iter_custom(|iters| {
+                if batch == 1 {
+                    async_std::task::block_on(sequential(std_client, iters))
+                } else {
+                    async_std::task::block_on(pipelined(std_client, iters))
+                }
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
 criterion_main!(benches);

@@ -15,8 +15,9 @@
 //! async_std::task::block_on(async {
 //!     let client = qmp_async_std::connect_unix("/tmp/qmp.sock", Options::default()).await?;
 //!     let mut stops = client.subscribe(EventFilter::names(["STOP"]));
-//!     let version = client.query::<QueryVersion>().await?;
-//!     println!("QEMU {}.{}", version.qemu.major, version.qemu.minor);
+//!     let version = client.run(&QueryVersion).await?; // typed
+//!     let status = client.query("status").await?; // query-status, as a Value
+//!     println!("QEMU {}.{}, VM is {}", version.qemu.major, version.qemu.minor, status["status"]);
 //!     client.execute("stop", &()).await?;
 //!     if let Some(Ok(event)) = stops.next().await {
 //!         println!("{} at {:?}", event.name, event.timestamp);
@@ -29,8 +30,8 @@
 #![deny(missing_docs)]
 
 pub use qmp_async::{
-    Client, CloseReason, Config, Driver, Error, Event, EventFilter, EventStream, Missed, Options,
-    Runtime, Transport,
+    Call, Client, CloseReason, Config, Driver, Error, Event, EventFilter, EventStream, Missed,
+    Options, Runtime, Transport,
 };
 
 use async_std::net::TcpStream;

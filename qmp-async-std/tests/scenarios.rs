@@ -28,6 +28,10 @@ impl TestRuntime for AsyncStd {
         Box::pin(async_std::task::sleep(duration))
     }
 
+    fn runtime(self) -> std::sync::Arc<dyn qmp_async_std::Runtime> {
+        std::sync::Arc::new(qmp_async_std::AsyncStd)
+    }
+
     fn connect_unix(
         self,
         path: &Path,

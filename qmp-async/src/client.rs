@@ -50,93 +50,114 @@ impl Client {
     }
 
     /// Runs command `name` with `arguments` (`&()` for none) and returns QEMU's `return` value.
-    pub async fn execute<A: Serialize + ?Sized>(
-        &self,
-        name: &str,
-        arguments: &A,
-    ) -> Result<Value, Error> {
-        self.run(name, arguments, ExecuteOptions::default(), Vec::new())
-            .await
+    ///
+    /// The command is submitted when this is called, and written when the returned [`Call`] (or
+    /// any call on the connection) is first polled, so calls created together go out in one
+    /// write:
+    ///
+    /// ```no_run
+    /// # async fn f(client: qmp_async::Client) -> Result<(), qmp_async::Error> {
+    /// use serde_json::json;
+    /// let version = client.execute("query-version", &()).await?;
+    /// println!("{}", version["qemu"]["major"]);
+    /// client.execute("blockdev-add", &json!({"driver": "null-co", "node-name": "n0"})).await?;
+    /// // 100 commands in flight together:
+    /// let calls = (0..100).map(|_| client.execute("query-status", &()));
+    /// let replies = futures::future::join_all(calls).await;
+    /// # let _ = replies; Ok(()) }
+    /// ```
+    pub fn execute<A: Serialize + ?Sized>(&self, name: &str, arguments: &A) -> Call<'_> {
+        self.start(name, arguments, ExecuteOptions::default(), Vec::new())
     }
 
     /// Runs command `name` out of band (`exec-oob`); needs `oob` negotiated
     /// (`Config::request_oob`).
-    pub async fn execute_oob<A: Serialize + ?Sized>(
-        &self,
-        name: &str,
-        arguments: &A,
-    ) -> Result<Value, Error> {
+    pub fn execute_oob<A: Serialize + ?Sized>(&self, name: &str, arguments: &A) -> Call<'_> {
         let options = ExecuteOptions { oob: true, fds: 0 };
-        self.run(name, arguments, options, Vec::new()).await
+        self.start(name, arguments, options, Vec::new())
     }
 
     /// Runs command `name` with file descriptors attached (e.g. `getfd`, `add-fd`). Needs a Unix
     /// socket connection. The descriptors are closed on this side once sent.
-    pub async fn execute_with_fds<A: Serialize + ?Sized>(
+    pub fn execute_with_fds<A: Serialize + ?Sized>(
         &self,
         name: &str,
         arguments: &A,
         fds: Vec<OwnedFd>,
-    ) -> Result<Value, Error> {
+    ) -> Call<'_> {
         let options = ExecuteOptions {
             oob: false,
             fds: fds.len(),
         };
-        self.run(name, arguments, options, fds).await
+        self.start(name, arguments, options, fds)
     }
 
     /// Runs a typed command and decodes its reply.
     ///
     /// ```no_run
     /// # async fn f(client: qmp_async::Client) -> Result<(), qmp_async::Error> {
-    /// use qmp_proto::command::HumanMonitorCommand;
-    /// let text = client.call(&HumanMonitorCommand::new("info status")).await?;
+    /// use qmp_proto::command::{HumanMonitorCommand, QueryStatus};
+    /// let status = client.run(&QueryStatus).await?;
+    /// println!("running: {}, state: {}", status.running, status.status);
+    /// let text = client.run(&HumanMonitorCommand::new("info status")).await?;
     /// # let _ = text; Ok(()) }
     /// ```
-    pub async fn call<C: Command>(&self, command: &C) -> Result<C::Output, Error> {
-        let value = self.execute(C::NAME, command).await?;
-        C::decode_output(value).map_err(Error::Output)
+    pub fn run<C: Command>(
+        &self,
+        command: &C,
+    ) -> impl Future<Output = Result<C::Output, Error>> + Send + '_ {
+        let call = self.execute(C::NAME, command);
+        async move { C::decode_output(call.await?).map_err(Error::Output) }
     }
 
     /// Runs a typed command with file descriptors attached (see [`Client::execute_with_fds`]).
-    pub async fn call_with_fds<C: Command>(
+    pub fn run_with_fds<C: Command>(
         &self,
         command: &C,
         fds: Vec<OwnedFd>,
-    ) -> Result<C::Output, Error> {
-        let value = self.execute_with_fds(C::NAME, command, fds).await?;
-        C::decode_output(value).map_err(Error::Output)
+    ) -> impl Future<Output = Result<C::Output, Error>> + Send + '_ {
+        let call = self.execute_with_fds(C::NAME, command, fds);
+        async move { C::decode_output(call.await?).map_err(Error::Output) }
     }
 
-    /// Runs a typed command that takes no arguments, e.g. `query::<QueryVersion>()`.
-    pub async fn query<C: Command + Default>(&self) -> Result<C::Output, Error> {
-        self.call(&C::default()).await
+    /// Runs `query-WHAT` without arguments and returns its value: `query("status")` is
+    /// `query-status`. A name that already starts with `query-` is used as is.
+    ///
+    /// ```no_run
+    /// # async fn f(client: qmp_async::Client) -> Result<(), qmp_async::Error> {
+    /// let status = client.query("status").await?;
+    /// println!("{}", status["status"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn query(&self, what: &str) -> Call<'_> {
+        if what.starts_with("query-") {
+            self.execute(what, &())
+        } else {
+            self.execute(&format!("query-{what}"), &())
+        }
     }
 
-    async fn run<A: Serialize + ?Sized>(
+    fn start<A: Serialize + ?Sized>(
         &self,
         name: &str,
         arguments: &A,
         options: ExecuteOptions,
         fds: Vec<OwnedFd>,
-    ) -> Result<Value, Error> {
-        let id = self.submit(name, arguments, options, fds)?;
-        let reply = ReplyFuture {
-            inner: &self.inner,
-            id,
-            written: false,
-            done: false,
-        };
-        match self.timeout {
-            None => reply.await,
-            Some(limit) => {
-                let sleep = self.inner.runtime.sleep(limit);
-                match futures::future::select(reply, sleep).await {
-                    futures::future::Either::Left((result, _)) => result,
-                    // Dropping the reply future abandons the command.
-                    futures::future::Either::Right(((), _)) => Err(Error::Timeout),
-                }
-            }
+    ) -> Call<'_> {
+        let reply = self
+            .submit(name, arguments, options, fds)
+            .map(|id| ReplyFuture {
+                inner: &self.inner,
+                id,
+                written: false,
+                done: false,
+            });
+        Call {
+            state: match reply {
+                Ok(reply) => CallState::Waiting(reply),
+                Err(e) => CallState::Failed(e),
+            },
+            timeout: self.timeout.map(|limit| (limit, None)),
         }
     }
 
@@ -220,6 +241,28 @@ impl Client {
         self.inner.lock().io_error.as_ref().map(|e| e.to_string())
     }
 
+    /// A one-line account of the connection's I/O for diagnosing hangs: session state, bytes
+    /// written and read, reads with and without data, driver polls, bytes buffered in the session, the first bytes read. Not a
+    /// stable format.
+    #[doc(hidden)]
+    pub fn debug_io(&self) -> String {
+        let s = self.inner.lock();
+        format!(
+            "state {:?}, ready {}, closed {:?}, {} bytes written, {} bytes in {} reads ({} found nothing), {} driver polls, {} bytes buffered, driver waker {}; first bytes read: {:?}",
+            s.session.state(),
+            s.ready,
+            s.closed,
+            s.io.bytes_written,
+            s.io.bytes_read,
+            s.io.reads,
+            s.io.reads_pending,
+            s.driver_polls,
+            s.session.buffered(),
+            if s.driver_waker.is_some() { "set" } else { "unset" },
+            String::from_utf8_lossy(&s.io.first_bytes),
+        )
+    }
+
     /// Waits until the connection is closed, and says why.
     pub fn closed(&self) -> impl Future<Output = CloseReason> + Send + 'static {
         let inner = self.inner.clone();
@@ -296,6 +339,65 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One command's reply: a future from [`Client::execute`] and its siblings.
+///
+/// The command was submitted when the call was made; it is written on the first poll of this or
+/// any other call on the connection (or by the driver), so calls created together go out in one
+/// write. Dropping it before the reply arrives abandons the command: one not yet written is never
+/// written, one on the wire has its late reply discarded. The handle's timeout (if any) runs from
+/// the first poll.
+#[must_use = "the command's reply is only received when the call is awaited"]
+pub struct Call<'a> {
+    state: CallState<'a>,
+    /// The time limit, and its timer once started (at the first poll).
+    timeout: Option<(Duration, Option<futures::future::BoxFuture<'static, ()>>)>,
+}
+
+enum CallState<'a> {
+    Waiting(ReplyFuture<'a>),
+    Failed(Error),
+    Done,
+}
+
+impl Future for Call<'_> {
+    type Output = Result<Value, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let mut reply = match std::mem::replace(&mut this.state, CallState::Done) {
+            CallState::Waiting(reply) => reply,
+            CallState::Failed(e) => return Poll::Ready(Err(e)),
+            // Polled after completion.
+            CallState::Done => return Poll::Ready(Err(Error::Closed(CloseReason::Local))),
+        };
+        if let Poll::Ready(result) = Pin::new(&mut reply).poll(cx) {
+            return Poll::Ready(result);
+        }
+        if let Some((limit, timer)) = &mut this.timeout {
+            let timer = timer.get_or_insert_with(|| reply.inner.runtime.sleep(*limit));
+            if timer.as_mut().poll(cx).is_ready() {
+                // Dropping the reply future abandons the command.
+                return Poll::Ready(Err(Error::Timeout));
+            }
+        }
+        this.state = CallState::Waiting(reply);
+        Poll::Pending
+    }
+}
+
+impl fmt::Debug for Call<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            CallState::Waiting(r) => format!("waiting for {:?}", r.id),
+            CallState::Failed(e) => format!("failed: {e}"),
+            CallState::Done => "done".into(),
+        };
+        f.debug_struct("Call")
+            .field("state", &state)
             .finish_non_exhaustive()
     }
 }

@@ -26,6 +26,8 @@ use std::task::{Context, Poll};
 const READ_BUFFER: usize = 64 * 1024;
 /// Commands are gathered into one write up to this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
+/// How many of the first bytes read are kept for [`crate::Client::debug_io`].
+pub(crate) const DEBUG_KEPT: usize = 1024;
 /// Rounds of reading and writing per pump before yielding to other tasks.
 const ROUNDS_PER_PUMP: usize = 32;
 
@@ -46,6 +48,13 @@ pub(crate) struct Io {
     fd_chunk: Option<FdChunk>,
     needs_flush: bool,
     write_failed: bool,
+    /// Diagnostics: bytes read and written, reads that returned data, reads that found nothing.
+    pub(crate) bytes_read: u64,
+    pub(crate) bytes_written: u64,
+    /// The first [`DEBUG_KEPT`] bytes read, for diagnosing a stalled connect.
+    pub(crate) first_bytes: Vec<u8>,
+    pub(crate) reads: u64,
+    pub(crate) reads_pending: u64,
 }
 
 impl Io {
@@ -59,6 +68,11 @@ impl Io {
             fd_chunk: None,
             needs_flush: false,
             write_failed: false,
+            bytes_read: 0,
+            bytes_written: 0,
+            first_bytes: Vec::new(),
+            reads: 0,
+            reads_pending: 0,
         }
     }
 
@@ -91,9 +105,20 @@ fn read_side(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) -> boo
         return false;
     }
     match Pin::new(&mut io.transport.reader).poll_read(cx, &mut io.read_buf) {
-        Poll::Pending => return false,
+        Poll::Pending => {
+            io.reads_pending += 1;
+            return false;
+        }
         Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => return true,
-        Poll::Ready(Ok(n)) if n > 0 => s.session.receive(&io.read_buf[..n]),
+        Poll::Ready(Ok(n)) if n > 0 => {
+            io.reads += 1;
+            io.bytes_read += n as u64;
+            if io.first_bytes.len() < DEBUG_KEPT {
+                let keep = n.min(DEBUG_KEPT - io.first_bytes.len());
+                io.first_bytes.extend_from_slice(&io.read_buf[..keep]);
+            }
+            s.session.receive(&io.read_buf[..n]);
+        }
         Poll::Ready(end) => {
             // EOF, or an error such as ECONNRESET: both end the stream (rule 13). The session
             // delivers what was complete, then fails what is pending.
@@ -150,6 +175,7 @@ fn write_step(s: &mut Shared, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
         io.out_pos += n;
+        io.bytes_written += n as u64;
         if io.out_pos == io.out.len() {
             io.out.clear();
             io.out_pos = 0;
@@ -177,6 +203,7 @@ fn write_step(s: &mut Shared, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
         chunk.sent += n;
+        io.bytes_written += n as u64;
         if chunk.sent == chunk.bytes.len() {
             // QEMU holds its own copies now; ours close here.
             io.fd_chunk = None;
@@ -225,6 +252,7 @@ impl Future for Driver {
         let mut wakeups = Wakeups::default();
         let done = {
             let mut s = self.inner.lock();
+            s.driver_polls += 1;
             // Registered before looking for work, so work queued after this is not missed.
             if !s
                 .driver_waker

@@ -11,7 +11,7 @@
 //! use qmp_proto::command::QueryVersion;
 //! # async fn f(runtime: std::sync::Arc<dyn Runtime>, transport: Transport) -> Result<(), qmp_async::Error> {
 //! let client = qmp_async::connect(async { Ok(transport) }, &Options::default(), runtime).await?;
-//! let version = client.query::<QueryVersion>().await?;
+//! let version = client.run(&QueryVersion).await?;
 //! println!("QEMU {}.{}", version.qemu.major, version.qemu.minor);
 //! # Ok(()) }
 //! ```
@@ -35,7 +35,7 @@ mod transport;
 #[cfg(feature = "async-io")]
 pub mod unix;
 
-pub use client::Client;
+pub use client::{Call, Client};
 pub use driver::Driver;
 pub use error::Error;
 pub use events::{EventFilter, EventStream, Missed};
@@ -108,6 +108,7 @@ pub fn connection(
         warnings: VecDeque::new(),
         io_error: None,
         event_buffer: options.event_buffer.max(1),
+        driver_polls: 0,
     };
     let inner = Arc::new(Inner {
         shared: Mutex::new(shared),

@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     /// The I/O error that ended the connection, if one did.
     pub(crate) io_error: Option<std::io::Error>,
     pub(crate) event_buffer: usize,
+    /// Diagnostics: how often the driver task was polled.
+    pub(crate) driver_polls: u64,
 }
 
 pub(crate) struct Inner {

@@ -294,3 +294,38 @@ fn a_slow_handler_has_a_bounded_backlog() {
     // The event queue itself kept every event (its own bound is larger).
     assert_eq!(c.queued_events(), 100);
 }
+
+/// QEMU 10.0.2 greets twice a client that connects as its socket starts listening: the second
+/// greeting is reported and ignored, and the connection works.
+#[test]
+fn a_second_greeting_is_ignored() {
+    let p = FaultPeer::start(vec![
+        Step::Send(GREETING.to_vec()),
+        Step::Send(GREETING.to_vec()),
+        Step::ReadLines(1),
+        Step::Send(b"{\"return\": {}, \"id\": \"t0\"}\r\n".to_vec()),
+        Step::ReadLines(2),
+        Step::Send(b"{\"return\": {\"ok\": true}, \"id\": \"t1\"}\r\n".to_vec()),
+        Step::ReadLines(3),
+    ]);
+    let c = connect(&p, config());
+    assert_eq!(c.execute("x", ()).unwrap(), serde_json::json!({"ok": true}));
+    assert!(
+        matches!(c.take_warnings()[..], [Warning::UnexpectedGreeting(_)]),
+        "one warning, for the second greeting"
+    );
+    drop(c);
+    p.join();
+}
+
+/// QEMU 10.0.2 sometimes closes, without a word, a connection made as its socket starts
+/// listening: connecting fails as disconnected (the caller may retry), not by timeout.
+#[test]
+fn a_close_before_the_greeting_is_disconnected_at_once() {
+    let p = FaultPeer::start(vec![Step::Close]);
+    let e = Client::builder()
+        .connect_timeout(T)
+        .connect_unix(p.path())
+        .unwrap_err();
+    assert!(e.is_disconnected(), "{e:?}");
+}

@@ -30,6 +30,10 @@ impl TestRuntime for Smol {
         })
     }
 
+    fn runtime(self) -> std::sync::Arc<dyn qmp_smol::Runtime> {
+        std::sync::Arc::new(qmp_smol::Smol)
+    }
+
     fn connect_unix(
         self,
         path: &Path,
