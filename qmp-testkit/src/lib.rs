@@ -211,8 +211,26 @@ impl Qemu {
     /// Starts QEMU with a monitor and waits (up to 10 s) until its server socket accepts
     /// connections. For [`Endpoint::UnixClient`] it does not wait: the caller's listener gets the
     /// connection. Returns `None` (after [`require`]'s notice) when QEMU is not installed.
+    ///
+    /// For Unix and TCP endpoints QEMU is also *settled* before it is handed out: one probe
+    /// connection negotiates (`qmp_capabilities`) and closes. QEMU 10.0.2 has a startup race: about
+    /// 1 in 100 connections made the moment its socket listens get a second greeting, lose input or
+    /// never get an answer (measured, see docs/async-engine.md); a QEMU that has served one
+    /// connection does not show it. A QEMU whose probe fails is killed and started again (3 tries),
+    /// so tests see the library's behaviour, not this race.
     pub fn start(options: QemuOptions, test: &str) -> Option<Qemu> {
         require(options.emulator, test)?;
+        for attempt in 1..=3 {
+            let mut qemu = Qemu::spawn(&options);
+            if qemu.settle(Duration::from_secs(3)) {
+                return Some(qemu);
+            }
+            eprintln!("qmp-testkit: QEMU's startup probe failed (QEMU startup race), attempt {attempt} of 3; restarting it");
+        }
+        panic!("QEMU failed its startup probe 3 times ({test})");
+    }
+
+    fn spawn(options: &QemuOptions) -> Qemu {
         let dir = TempDir::new().expect("create temp dir");
         let endpoint = match options.endpoint.clone() {
             Some(e) => e,
@@ -220,7 +238,7 @@ impl Qemu {
         };
         if let Endpoint::Pipe(base) = &endpoint {
             for ext in ["in", "out"] {
-                let fifo = base.with_extension(ext);
+                let fifo = PathBuf::from(format!("{}.{ext}", base.display()));
                 let ok = Command::new("mkfifo")
                     .arg(&fifo)
                     .status()
@@ -242,7 +260,33 @@ impl Qemu {
             dir,
         };
         qemu.wait_ready(Duration::from_secs(10));
-        Some(qemu)
+        qemu
+    }
+
+    /// One probe connection that negotiates and closes; false when QEMU did not answer in time.
+    fn settle(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let stream: Box<dyn ReadWrite> = match &self.endpoint {
+            Endpoint::Unix(p) => match UnixStream::connect(p) {
+                Ok(s) => {
+                    let _ = s.set_read_timeout(Some(timeout));
+                    Box::new(s)
+                }
+                Err(_) => return false,
+            },
+            Endpoint::Tcp(a) => loop {
+                match std::net::TcpStream::connect(a) {
+                    Ok(s) => {
+                        let _ = s.set_read_timeout(Some(timeout));
+                        break Box::new(s);
+                    }
+                    Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+                    Err(_) => return false,
+                }
+            },
+            Endpoint::UnixClient(_) | Endpoint::Pipe(_) => return true,
+        };
+        probe_negotiation(stream, deadline)
     }
 
     fn wait_ready(&mut self, timeout: Duration) {
@@ -257,13 +301,8 @@ impl Qemu {
             }
             let ready = match &self.endpoint {
                 Endpoint::Unix(p) => unix_listening(p),
-                Endpoint::Tcp(a) => std::net::TcpStream::connect(a).is_ok_and(|s| {
-                    // This probe takes QEMU's only monitor connection for a moment; close it so the
-                    // test's client gets the next one.
-                    drop(s);
-                    true
-                }),
-                Endpoint::UnixClient(_) | Endpoint::Pipe(_) => true,
+                // settle() connects to TCP endpoints, retrying until QEMU listens.
+                Endpoint::Tcp(_) | Endpoint::UnixClient(_) | Endpoint::Pipe(_) => true,
             };
             if ready {
                 return;
@@ -322,6 +361,42 @@ impl Drop for Qemu {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Reads the greeting, sends `qmp_capabilities`, reads its reply; frames by the `}` + CRLF that
+/// ends every message, compact or pretty (a pretty message's last line is a lone `}`).
+fn probe_negotiation(mut stream: Box<dyn ReadWrite>, deadline: Instant) -> bool {
+    let mut seen = Vec::new();
+    let mut read_until = |stream: &mut Box<dyn ReadWrite>, needle: &[u8]| -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            let done =
+                seen.windows(needle.len()).any(|w| w == needle) && (seen.ends_with(b"}\r\n"));
+            if done {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    if !read_until(&mut stream, b"capabilities") {
+        return false;
+    }
+    if stream
+        .write_all(b"{\"execute\":\"qmp_capabilities\",\"id\":\"settle\"}")
+        .is_err()
+    {
+        return false;
+    }
+    read_until(&mut stream, b"\"settle\"")
 }
 
 /// One step of a [`FaultPeer`] script.
@@ -442,6 +517,27 @@ mod tests {
         assert_eq!(g, GREETING);
         s.write_all(b"{\"execute\":\"x\"}\n").unwrap();
         assert_eq!(peer.join(), b"{\"execute\":\"x\"}\n");
+    }
+
+    #[test]
+    fn settles_pretty_and_tcp_monitors_then_serves_the_next_client() {
+        let opts = QemuOptions {
+            pretty: true,
+            endpoint: Some(Endpoint::Tcp(free_tcp_addr().unwrap())),
+            ..QemuOptions::new(Emulator::StorageDaemon)
+        };
+        let Some(q) = Qemu::start(opts, "settles_pretty_and_tcp") else {
+            return;
+        };
+        let Endpoint::Tcp(addr) = q.endpoint().clone() else {
+            unreachable!()
+        };
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // A fresh greeting for this client, pretty-printed: the probe's session is over.
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"{\r\n    \"QMP\"");
     }
 
     #[test]
