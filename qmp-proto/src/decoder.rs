@@ -1,6 +1,6 @@
 //! The decoder: bytes in, parsed server messages (or typed decode errors) out.
 //!
-//! It combines [framing](crate::framing) (where does a message end), the [parser](crate::json)
+//! It combines [framing](crate::framing) (where does a message end), the parser (`json`)
 //! (is it JSON) and [classification](crate::ServerMessage) (which kind of QMP message). It is what the
 //! [`Session`](crate::Session) uses, and is public for tools that only need to read a QMP stream.
 

@@ -10,14 +10,14 @@
 //! - Whitespace between messages is skipped silently.
 //! - Any other byte outside a message is garbage (this includes top-level values that are not objects,
 //!   such as `123` or `[1]`). Garbage is skipped up to the next `{`, which starts a message; one
-//!   [`Frame::Garbage`] reports the whole run when it ends (or at end of stream).
+//!   `Frame::Garbage` reports the whole run when it ends (or at end of stream).
 //! - A message that grows past the size limit or nests past the depth limit is skipped to its end
 //!   (found by the same structural counting, without buffering it) and reported as
-//!   [`Frame::Skipped`], with its top-level `id` when one could be recovered.
-//! - A message still open at end of stream is reported as [`Frame::Truncated`].
+//!   `Frame::Skipped`, with its top-level `id` when one could be recovered.
+//! - A message still open at end of stream is reported as `Frame::Truncated`.
 //!
 //! The framer does not check that a message is valid JSON: a balanced but malformed object (`{]`,
-//! `{"a": inf}`) is delivered as a [`Frame::Message`] and fails in the parser.
+//! `{"a": inf}`) is delivered as a `Frame::Message` and fails in the parser.
 
 use crate::recover::Skipper;
 use crate::scan;
