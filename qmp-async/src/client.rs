@@ -130,11 +130,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub fn query(&self, what: &str) -> Call<'_> {
-        if what.starts_with("query-") {
-            self.execute(what, &())
-        } else {
-            self.execute(&format!("query-{what}"), &())
-        }
+        self.execute(&qmp_proto::command::query_command_name(what), &())
     }
 
     fn start<A: Serialize + ?Sized>(

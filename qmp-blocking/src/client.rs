@@ -1012,11 +1012,7 @@ impl Client {
     /// # Ok::<(), qmp_blocking::Error>(())
     /// ```
     pub fn query(&self, what: &str) -> Result<Value, Error> {
-        if what.starts_with("query-") {
-            self.execute(what, ())
-        } else {
-            self.execute(&format!("query-{what}"), ())
-        }
+        self.execute(&qmp_proto::command::query_command_name(what), ())
     }
 
     /// Sends a command without waiting; `callback` runs on a handler thread with the outcome

@@ -39,6 +39,21 @@ pub trait Command: Serialize {
     }
 }
 
+/// The command behind the `query(what)` shortcut of the clients: `"status"` → `query-status`; a name
+/// that already starts with `query-` is used as it is.
+///
+/// ```
+/// assert_eq!(qmp_proto::command::query_command_name("status"), "query-status");
+/// assert_eq!(qmp_proto::command::query_command_name("query-version"), "query-version");
+/// ```
+pub fn query_command_name(what: &str) -> std::borrow::Cow<'_, str> {
+    if what.starts_with("query-") {
+        what.into()
+    } else {
+        format!("query-{what}").into()
+    }
+}
+
 /// The `return` of commands that return nothing (`{}`); unknown members are ignored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Empty {}
