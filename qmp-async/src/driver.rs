@@ -2,7 +2,7 @@
 //!
 //! The transport and its buffers live with the session behind the connection's lock. The driver
 //! task is the only reader: it reads, feeds the session, routes what comes out, and never stops
-//! reading while the connection is open (PROTOCOL.md rule 10). Writing is done by whoever has
+//! reading while the connection is open (docs/PROTOCOL.md, rule 10). Writing is done by whoever has
 //! something to send: a call writes its command itself on its first poll (saving a hand-off to the
 //! driver task, often another thread, on every round trip), and the driver writes whatever a call
 //! could not finish or the session released later (queued commands, flow control).

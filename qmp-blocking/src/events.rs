@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Events waiting to be read, oldest first. Full: the oldest is dropped and counted, so the reader
-/// thread never waits for a consumer (PROTOCOL.md rule 10).
+/// thread never waits for a consumer (docs/PROTOCOL.md, rule 10).
 pub(crate) struct EventQueue {
     items: VecDeque<(u64, Event)>,
     capacity: usize,

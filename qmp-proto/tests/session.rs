@@ -1,5 +1,5 @@
 //! The session's rules, through its public API only: feed bytes, take outputs and transmits.
-//! No sockets. Byte sequences follow what QEMU 10.0.2 sends (PROTOCOL.md, QEMU-FACTS.md).
+//! No sockets. Byte sequences follow what QEMU 10.0.2 sends (docs/PROTOCOL.md).
 
 // Helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
@@ -809,7 +809,7 @@ fn without_oob_any_number_of_commands_is_sent() {
     assert_eq!(sent(&mut s).len(), 20);
 }
 
-// ---- fault cases (PROTOCOL.md, "Fault cases to test") ------------------------------------------
+// ---- fault cases (docs/PROTOCOL.md, "Fault cases the tests replay") ------------------------------------------
 
 #[test]
 fn fault_size_limit_plus_one_then_a_good_reply() {
