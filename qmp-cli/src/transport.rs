@@ -193,9 +193,11 @@ fn handshake_error(target: &Target, what: &str, timeout: Duration, e: Error) -> 
                  client is connected (and that this is a QMP monitor)"
             ),
         },
-        Error::Disconnected { detail, .. } => {
-            // For a spawned QEMU, qmp-blocking's detail gives its exit status.
-            let detail = detail.map(|d| format!(": {d}")).unwrap_or_default();
+        Error::Exited { status, .. } => format!(
+            "{what} exited ({status}) before QMP negotiation completed; see its messages above"
+        ),
+        Error::Disconnected { reason, .. } => {
+            let detail = format!(": {reason}");
             match target {
                 Target::Spawn(_) => format!(
                     "{what} closed its monitor before QMP negotiation completed{detail}; \
