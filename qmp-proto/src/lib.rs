@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 
 pub mod command;
+pub mod command_line;
 mod config;
 pub mod decoder;
 mod encode;
