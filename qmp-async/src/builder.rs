@@ -186,13 +186,16 @@ impl<R: Runtime> Builder<R> {
         .await
     }
 
-    /// Starts QEMU with its monitor on stdio (the command must include `-qmp stdio`, or a
-    /// `-chardev stdio` monitor). The client owns the process: closing it kills QEMU. stdin and
+    /// Starts QEMU with a QMP monitor on its stdio: `-qmp stdio` (or qemu-storage-daemon's
+    /// `--chardev stdio` monitor) is added unless an argument already mentions `stdio`
+    /// ([`qmp_proto::command_line::stdio_monitor_args`]). The client owns the process: closing it
+    /// kills QEMU. stdin and
     /// stdout are taken over; set stderr as you like and, if piped, read it with
     /// [`Client::take_stderr`]. If QEMU exits before negotiation completes (a bad option, say),
     /// the error is [`Error::Exited`], with its exit status.
-    pub async fn spawn(self, command: std::process::Command) -> Result<Client<R>, Error> {
+    pub async fn spawn(self, mut command: std::process::Command) -> Result<Client<R>, Error> {
         let label = format!("stdio:{}", command.get_program().to_string_lossy());
+        qmp_proto::command_line::add_stdio_monitor(&mut command);
         let spawned =
             R::spawn_process(command).map_err(|e| Error::io(format!("starting {label}"), e));
         self.establish(label, async move { spawned.map(|(t, c)| (t, Some(c))) })

@@ -53,3 +53,8 @@ pub use qmp_proto::{CloseReason, Command, Config, Event, Greeting, Limits, QmpEr
 pub use qmp_proto::{Error, ProtocolError};
 pub use runtime::{ChildProcess, Runtime};
 pub use transport::{SendFds, Transport};
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -157,8 +157,10 @@ impl Builder {
         self.establish(conn, deadline)
     }
 
-    /// Starts QEMU with its monitor on stdio (the command must include `-qmp stdio`, or a
-    /// `-chardev stdio` monitor). The client owns the process: closing it kills and reaps QEMU.
+    /// Starts QEMU with a QMP monitor on its stdio: `-qmp stdio` (or qemu-storage-daemon's
+    /// `--chardev stdio` monitor) is added unless an argument already mentions `stdio`
+    /// ([`qmp_proto::command_line::stdio_monitor_args`]). The client owns the process: closing it
+    /// kills and reaps QEMU.
     /// stdin and stdout are taken over; set stderr as you like and, if piped, read it with
     /// [`Client::take_stderr`]. If QEMU exits before negotiation completes (a bad option, say),
     /// the error is [`Error::Exited`], with its exit status.

@@ -4,9 +4,40 @@
 use crate::pool::{Job, Submitted};
 use crate::shared::{Inner, Shared};
 use qmp_proto::Event;
+use std::cell::Cell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Once};
+
+thread_local! {
+    /// Set while a handler or callback runs on this thread: its panic is caught and reported
+    /// (`take_handler_panics`), so the panic hook need not print it too.
+    static RUNNING_HANDLER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Wraps the process's panic hook, once, so that panics caught from handlers are not printed;
+/// every other panic goes to the hook that was there before. A hook the program sets later
+/// replaces this one (and then prints handler panics too).
+fn quiet_handler_panics() {
+    static WRAP: Once = Once::new();
+    WRAP.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !RUNNING_HANDLER.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `job` as a handler, catching its panic.
+fn run_caught(job: impl FnOnce()) -> std::thread::Result<()> {
+    quiet_handler_panics();
+    RUNNING_HANDLER.with(|r| r.set(true));
+    let outcome = catch_unwind(AssertUnwindSafe(job));
+    RUNNING_HANDLER.with(|r| r.set(false));
+    outcome
+}
 
 /// Identifies a registered event handler, for [`Client::remove_handler`](crate::Client::remove_handler).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,7 +128,7 @@ impl Shared {
         }
         let shared = Arc::clone(self);
         let job: Job = Box::new(move || {
-            let outcome = catch_unwind(AssertUnwindSafe(job));
+            let outcome = run_caught(job);
             let mut inner = shared.lock();
             if let Err(payload) = outcome {
                 let message = payload

@@ -86,3 +86,8 @@ pub use qmp_proto::events as event_data;
 pub use qmp_proto::{
     CloseReason, Command, Config, ErrorClass, Event, Greeting, Limits, QmpError, Warning,
 };
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -13,6 +13,11 @@ pub(crate) fn read_loop(shared: Arc<Shared>, mut reader: Box<dyn Read + Send>) {
     let mut buf = vec![0u8; READ_BUFFER];
     loop {
         let read = reader.read(&mut buf);
+        if matches!(&read, Ok(0)) || matches!(&read, Err(e) if e.kind() != ErrorKind::Interrupted) {
+            // A QEMU we spawned closes its stdout as it exits: reap it before anyone learns
+            // that the connection ended, so its exit status is there when they look.
+            shared.child.reap_soon();
+        }
         let mut inner = shared.lock();
         if inner.closed() {
             // Closed from this side (or a write failed) while we were reading.
@@ -30,8 +35,6 @@ pub(crate) fn read_loop(shared: Arc<Shared>, mut reader: Box<dyn Read + Send>) {
         let write = !inner.outgoing.is_empty();
         shared.release(inner);
         if end {
-            // A QEMU we spawned closes its stdout as it exits: reap it now, not at drop.
-            shared.child.reap_soon();
             break;
         }
         if write {

@@ -176,6 +176,7 @@ impl Connection {
 
     pub(crate) fn spawn(mut command: Command) -> Result<Self, Error> {
         let label = format!("stdio:{}", command.get_program().to_string_lossy());
+        qmp_proto::command_line::add_stdio_monitor(&mut command);
         command.stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut child = command
             .spawn()

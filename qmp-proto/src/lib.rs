@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 
 pub mod command;
+pub mod command_line;
 mod config;
 pub mod decoder;
 mod encode;
@@ -69,3 +70,8 @@ pub use session::{
     CloseReason, CommandError, CommandId, Disconnect, ExecuteOptions, Handshake, IoFailure, Output,
     Session, State, Stats, SubmitError, Transmit, Warning, MAX_FDS_PER_COMMAND,
 };
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

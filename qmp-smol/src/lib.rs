@@ -122,3 +122,8 @@ impl ChildProcess for SmolChild {
         Some(Box::new(stderr))
     }
 }
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
