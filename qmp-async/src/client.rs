@@ -261,7 +261,7 @@ impl<R: Runtime> Client<R> {
     /// (e.g. `SHUTDOWN`) stay readable.
     pub async fn quit(&self) -> Result<(), Error> {
         self.execute("quit", ()).await?;
-        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let deadline = self.timeout.map(|t| (Instant::now() + t, t));
         let closed = self.closed();
         self.within(
             deadline,
@@ -313,7 +313,7 @@ impl<R: Runtime> Client<R> {
             register(&mut s.event_waiters, cx.waker());
             Poll::Pending
         });
-        self.within(Some(Instant::now() + timeout), "an event", next)
+        self.within(Some((Instant::now() + timeout, timeout)), "an event", next)
             .await?
     }
 
@@ -348,7 +348,7 @@ impl<R: Runtime> Client<R> {
             Poll::Pending
         });
         let what = format!("event {name}");
-        self.within(Some(Instant::now() + timeout), &what, found)
+        self.within(Some((Instant::now() + timeout, timeout)), &what, found)
             .await?
     }
 
@@ -511,24 +511,24 @@ impl<R: Runtime> Client<R> {
         Ok(id)
     }
 
-    /// Runs `future`, failing with [`Error::Timeout`] (waiting for `what`) at `deadline`.
+    /// Runs `future`, failing with [`Error::Timeout`] (waiting for `what`, after the caller's
+    /// `limit`) at `deadline`.
     async fn within<T>(
         &self,
-        deadline: Option<Instant>,
+        deadline: Option<(Instant, Duration)>,
         what: &str,
         future: impl Future<Output = T>,
     ) -> Result<T, Error> {
-        let Some(deadline) = deadline else {
+        let Some((deadline, limit)) = deadline else {
             return Ok(future.await);
         };
-        let start = Instant::now();
         let future = std::pin::pin!(future);
-        let sleep = R::sleep(deadline.saturating_duration_since(start));
+        let sleep = R::sleep(deadline.saturating_duration_since(Instant::now()));
         match future::select(future, sleep).await {
             Either::Left((out, _)) => Ok(out),
             Either::Right(_) => Err(Error::Timeout {
                 waiting_for: what.to_string(),
-                after: deadline.saturating_duration_since(start),
+                after: limit,
             }),
         }
     }

@@ -22,7 +22,9 @@ fn handler_panics_are_reported_not_printed() {
     }));
     let client = Client::connect_unix(q.socket()).unwrap();
     client.on_event("STOP", |_| panic!("handler boom"));
-    client.execute_async("cont", (), |_| panic!("callback boom")).unwrap();
+    client
+        .execute_async("cont", (), |_| panic!("callback boom"))
+        .unwrap();
     client.execute("stop", ()).unwrap();
     client
         .wait_event("STOP", |_| true, Duration::from_secs(5))
@@ -37,7 +39,10 @@ fn handler_panics_are_reported_not_printed() {
     assert!(reported.contains(&"handler boom".to_string()));
     assert!(reported.contains(&"callback boom".to_string()));
     let hooked = HOOKED.lock().unwrap().clone();
-    assert!(hooked.is_empty(), "caught panics reached the hook: {hooked:?}");
+    assert!(
+        hooked.is_empty(),
+        "caught panics reached the hook: {hooked:?}"
+    );
     // A panic elsewhere still reaches the program's hook.
     let other = std::thread::spawn(|| panic!("elsewhere")).join();
     assert!(other.is_err());

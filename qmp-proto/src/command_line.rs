@@ -14,7 +14,9 @@ use std::path::Path;
 /// ```
 /// use qmp_proto::command_line::stdio_monitor_args;
 /// use std::ffi::OsStr;
-/// let args = |a: &[&'static str]| a.iter().map(OsStr::new).collect::<Vec<_>>();
+/// fn args(a: &[&'static str]) -> Vec<&'static OsStr> {
+///     a.iter().map(|s| OsStr::new(*s)).collect()
+/// }
 /// assert_eq!(
 ///     stdio_monitor_args(OsStr::new("qemu-system-x86_64"), args(&["-M", "none"])),
 ///     ["-qmp", "stdio"]
