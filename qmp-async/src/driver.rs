@@ -76,6 +76,12 @@ impl Io {
         }
     }
 
+    /// Takes the transport out (to close the socket), leaving one that reads and writes nothing.
+    fn take_transport(&mut self) -> Transport {
+        let closed = Transport::new(futures::io::empty(), futures::io::sink());
+        std::mem::replace(&mut self.transport, closed)
+    }
+
     pub(crate) fn can_pass_fds(&self) -> bool {
         self.transport.fds.is_some()
     }
@@ -233,7 +239,8 @@ fn write_step(s: &mut Shared, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
 
 /// The connection's background task: spawn it on any executor (the runtime crates do). It
 /// completes when the connection closes: QEMU hung up, negotiation failed, or every
-/// [`Client`](crate::Client) and [`EventStream`](crate::EventStream) was dropped.
+/// [`Client`](crate::Client) and [`EventStream`](crate::EventStream) was dropped. Dropped before
+/// that (e.g. by a runtime shutting down), it closes the connection: calls fail, streams end.
 #[must_use = "the connection does nothing unless its driver is spawned or awaited"]
 pub struct Driver {
     inner: Arc<Inner>,
@@ -268,10 +275,7 @@ impl Future for Driver {
             }
             pump(&mut s, cx, &mut wakeups);
             // Closed: the socket closes now, even while handles are alive.
-            let closed = Transport::new(futures::io::empty(), futures::io::sink());
-            s.closed
-                .is_some()
-                .then(|| std::mem::replace(&mut s.io.transport, closed))
+            s.closed.is_some().then(|| s.io.take_transport())
         };
         wakeups.wake();
         let done = done.is_some();
@@ -280,6 +284,27 @@ impl Future for Driver {
         } else {
             Poll::Pending
         }
+    }
+}
+
+/// A driver dropped before the connection closed (its runtime shut down, e.g. a tokio runtime
+/// dropped with the task still on it, or it was never spawned) leaves nobody to read or write:
+/// the connection closes here, so pending and later calls fail with
+/// [`CloseReason::Local`](qmp_proto::CloseReason::Local) instead of waiting forever.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let mut wakeups = Wakeups::default();
+        let transport = {
+            let mut s = self.inner.lock();
+            if s.closed.is_some() {
+                return;
+            }
+            s.session.close();
+            s.route(&mut wakeups);
+            s.io.take_transport()
+        };
+        drop(transport);
+        wakeups.wake();
     }
 }
 

@@ -118,8 +118,9 @@ pub fn connection(
     (Client::new(inner, options.timeout), driver)
 }
 
-/// Connects: opens the transport with `open` (e.g. [`unix::connect`]), spawns the driver on
-/// `runtime` and waits for capability negotiation, all within `options.connect_timeout`.
+/// Connects: opens the transport with `open` (e.g. `unix::connect`, feature `async-io`), spawns
+/// the driver on `runtime` and waits for capability negotiation, all within
+/// `options.connect_timeout`.
 pub async fn connect<F>(
     open: F,
     options: &Options,

@@ -306,3 +306,26 @@ fn a_refused_command_fails_at_once_and_sends_nothing() {
     assert_eq!(peer.received(), "");
     assert_eq!((client.outstanding(), client.waiting()), (0, 0));
 }
+
+#[test]
+fn a_dropped_driver_fails_pending_and_later_calls() {
+    let (client, driver, _peer) = connected();
+    let mut events = client.events();
+    let mut call = client.execute("query-version", &());
+    assert!(poll(&mut call).is_pending());
+    drop(driver);
+    assert!(matches!(
+        poll(&mut call),
+        Poll::Ready(Err(Error::Closed(qmp_async::CloseReason::Local)))
+    ));
+    assert!(matches!(
+        poll(&mut client.execute("query-version", &())),
+        Poll::Ready(Err(Error::Closed(qmp_async::CloseReason::Local)))
+    ));
+    assert_eq!(
+        poll(&mut futures::StreamExt::next(&mut events)).map(|e| e.is_none()),
+        Poll::Ready(true),
+        "streams end"
+    );
+    assert_eq!((client.outstanding(), client.waiting()), (0, 0));
+}
