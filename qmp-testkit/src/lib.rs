@@ -6,6 +6,9 @@
 
 #![deny(missing_docs)]
 
+mod examples;
+pub use examples::{example, run_example};
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::{UnixListener, UnixStream};
