@@ -1,11 +1,13 @@
 //! Unix-socket transports with file-descriptor passing, on tokio's reactor.
 //!
-//! The reader, the writer and the fd sender share one socket. tokio's `UnixStream` reads and
-//! writes through `&mut self` only, so each half goes through its readiness (`poll_*_ready`, then
-//! `try_*`, which clears the readiness when the socket would block): the same thing tokio's own
-//! `poll_read` does, and the only way to reach the socket for `sendmsg` with `SCM_RIGHTS`.
+//! The read half reads through tokio's own `AsyncRead`, which also notices a short read and
+//! waits for the reactor instead of trying the socket again (a `WouldBlock` read saved on every
+//! reply). The writer and the fd sender share the write half: `sendmsg` with `SCM_RIGHTS` can
+//! only go through the socket's write readiness (`poll_write_ready`, then `try_io`, which clears
+//! the readiness when the socket would block), so plain writes take the same path.
 
-use futures::io::{AsyncRead, AsyncWrite};
+use crate::compat::Compat;
+use futures::io::AsyncWrite;
 use qmp_async::{SendFds, Transport};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -14,10 +16,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::Interest;
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 
-/// One handle on the shared socket; the reader, the writer and the fd sender each hold one.
-struct Half(Arc<UnixStream>);
+/// The socket's write half, shared by the writer and the fd sender.
+struct Half(Arc<OwnedWriteHalf>);
+
+impl Half {
+    fn socket(&self) -> &UnixStream {
+        (*self.0).as_ref()
+    }
+}
 
 /// Retries `op` until the socket does not report `WouldBlock`, waiting for readiness first.
 fn poll_io<T>(
@@ -34,24 +43,13 @@ fn poll_io<T>(
     }
 }
 
-impl AsyncRead for Half {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let s = &*self.0;
-        poll_io(cx, |cx| s.poll_read_ready(cx), || s.try_read(buf))
-    }
-}
-
 impl AsyncWrite for Half {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let s = &*self.0;
+        let s = self.socket();
         poll_io(cx, |cx| s.poll_write_ready(cx), || s.try_write(buf))
     }
 
@@ -59,7 +57,7 @@ impl AsyncWrite for Half {
         Poll::Ready(Ok(()))
     }
 
-    /// The engine never half-closes: the socket closes when the last half is dropped.
+    /// The engine never half-closes: the socket closes when both halves are dropped.
     fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
@@ -72,7 +70,7 @@ impl SendFds for Half {
         bytes: &[u8],
         fds: &[BorrowedFd<'_>],
     ) -> Poll<io::Result<usize>> {
-        let s = &*self.0;
+        let s = self.socket();
         poll_io(
             cx,
             |cx| s.poll_write_ready(cx),
@@ -87,8 +85,9 @@ impl SendFds for Half {
 
 /// A transport over a connected Unix socket, with file-descriptor passing.
 pub(crate) fn transport(stream: UnixStream) -> Transport {
-    let stream = Arc::new(stream);
-    Transport::new(Half(stream.clone()), Half(stream.clone())).with_fd_sender(Half(stream))
+    let (reader, writer) = stream.into_split();
+    let writer = Arc::new(writer);
+    Transport::new(Compat(reader), Half(writer.clone())).with_fd_sender(Half(writer))
 }
 
 /// Connects to QEMU's monitor socket at `path`.
