@@ -305,7 +305,7 @@ fn report(
         plan.batch,
         plan.busy_rounds
     );
-    println!("| contender | sequential µs/cmd | sequential vs raw | sequential vs our bytes | 100 concurrent vs raw | 100 concurrent vs our bytes | pipelined vs raw | client CPU µs/cmd | syscalls/cmd | RSS per idle connection ({}) | busy core vs our bytes |", plan.rss_connections);
+    println!("| contender | sequential µs/cmd | sequential vs raw | sequential vs our bytes | 100 concurrent vs raw | 100 concurrent vs our bytes | pipelined vs raw | client CPU µs/cmd (Q1) | syscalls/cmd | RSS per idle connection ({}) | busy core vs our bytes |", plan.rss_connections);
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (k, kind) in ALL.iter().enumerate() {
         let show = |r: Option<measure::Ratio>| match r {
@@ -341,7 +341,7 @@ fn report(
     }
     println!(
         "\nClient CPU is this process's user + system time during the contender's sequential \
-         blocks (all its threads), per command. Syscalls come from a separate counting pass \
+         blocks (all its threads), per command, the lower quartile over rounds. Syscalls come from a separate counting pass \
          (`perf stat`, runs of {} and {} sequential calls, the difference per call).\n",
         plan.count_runs.0, plan.count_runs.1
     );
