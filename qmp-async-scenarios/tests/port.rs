@@ -55,6 +55,7 @@ macro_rules! vm_tool {
 vm_tool!(on_blocking, qmp_blocking::Client, [], []);
 vm_tool!(on_smol, qmp_smol::Client, [async], [.await]);
 vm_tool!(on_async_std, qmp_async_std::Client, [async], [.await]);
+vm_tool!(on_tokio, qmp_tokio::Client, [async], [.await]);
 
 fn system(test: &str) -> Option<Qemu> {
     Qemu::start(QemuOptions::new(Emulator::System), test)
@@ -88,4 +89,10 @@ fn the_same_program_runs_the_same_on_every_client() {
         async_std::task::block_on(on_async_std(q.socket())).unwrap(),
         expected
     );
+    let q = system("port_tokio").unwrap();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(tokio.block_on(on_tokio(q.socket())).unwrap(), expected);
 }

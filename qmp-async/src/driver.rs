@@ -90,6 +90,12 @@ impl Io {
         )
     }
 
+    /// Takes the transport out (to close the socket), leaving one that reads and writes nothing.
+    fn take_transport(&mut self) -> Transport {
+        let closed = Transport::new(futures::io::empty(), futures::io::sink());
+        std::mem::replace(&mut self.transport, closed)
+    }
+
     pub(crate) fn can_pass_fds(&self) -> bool {
         self.transport.fds.is_some()
     }
@@ -248,7 +254,8 @@ fn write_step(s: &mut Shared, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
 /// all the time, writes what calls could not finish, times out calls whose deadline passed (one
 /// timer for the whole connection, set for the earliest deadline), and completes when the
 /// connection closes: QEMU hung up, negotiation failed, or every
-/// [`Client`](crate::Client) and [`EventStream`](crate::EventStream) was dropped.
+/// [`Client`](crate::Client) and [`EventStream`](crate::EventStream) was dropped. Dropped before
+/// that (e.g. by a runtime shutting down), it closes the connection: calls fail, streams end.
 #[must_use = "the connection does nothing unless its driver is spawned or awaited"]
 pub struct Driver<R> {
     inner: Arc<Inner>,
@@ -291,11 +298,8 @@ impl<R: Runtime> Future for Driver<R> {
                 }
                 pump(&mut s, cx, &mut wakeups);
                 s.expire(Instant::now(), &mut wakeups);
-                let done = s.closed().then(|| {
-                    // Closed: the socket closes now, even while handles are alive.
-                    let closed = Transport::new(futures::io::empty(), futures::io::sink());
-                    std::mem::replace(&mut s.io.transport, closed)
-                });
+                // Closed: the socket closes now, even while handles are alive.
+                let done = s.closed().then(|| s.io.take_transport());
                 let earliest = s.deadlines.first().map(|&(at, _)| at);
                 // Only an earlier deadline needs a new timer: a timer that fires too early
                 // (its call was answered) is set again for the next deadline then.
@@ -324,6 +328,27 @@ impl<R: Runtime> Future for Driver<R> {
                 return Poll::Pending;
             }
         }
+    }
+}
+
+/// A driver dropped before the connection closed (its runtime shut down, e.g. a tokio runtime
+/// dropped with the task still on it, or it was never spawned) leaves nobody to read or write:
+/// the connection closes here, so pending and later calls fail with
+/// [`CloseReason::Local`](qmp_proto::CloseReason::Local) instead of waiting forever.
+impl<R> Drop for Driver<R> {
+    fn drop(&mut self) {
+        let mut wakeups = Wakeups::default();
+        let transport = {
+            let mut s = self.inner.lock();
+            if s.closed() {
+                return;
+            }
+            s.session.close();
+            s.route(&mut wakeups);
+            s.io.take_transport()
+        };
+        drop(transport);
+        wakeups.wake();
     }
 }
 

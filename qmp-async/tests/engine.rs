@@ -395,3 +395,27 @@ fn one_timer_serves_every_call_of_a_connection() {
     // Each call had the default 30 s deadline; the timer set for the first one still stands.
     assert_eq!(TIMERS.with(|t| t.get()), 1);
 }
+
+#[test]
+fn a_dropped_driver_fails_pending_and_later_calls() {
+    let (client, driver, _peer) = connected();
+    let mut events = client.subscribe(qmp_async::EventFilter::all());
+    let mut call = client.execute("query-version", ());
+    assert!(poll(&mut call).is_pending());
+    drop(driver);
+    assert!(matches!(
+        poll(&mut call),
+        Poll::Ready(Err(Error::Closed { .. }))
+    ));
+    assert!(matches!(
+        poll(&mut client.execute("query-version", ())),
+        Poll::Ready(Err(Error::Closed { .. }))
+    ));
+    assert_eq!(client.close_reason(), Some(qmp_async::CloseReason::Local));
+    assert_eq!(
+        poll(&mut futures::StreamExt::next(&mut events)).map(|e| e.is_none()),
+        Poll::Ready(true),
+        "streams end"
+    );
+    assert_eq!((client.pending(), client.waiting()), (0, 0));
+}

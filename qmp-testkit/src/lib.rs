@@ -6,6 +6,9 @@
 
 #![deny(missing_docs)]
 
+mod examples;
+pub use examples::{example, run_example};
+
 use qmp_proto::{Config, Session, State};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
