@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 /// Where the generated crate's sources go, relative to the repository root.
 pub const OUT_DIR: &str = "qmp-qapi/src";
 
+/// Where the tests' tables of every command and event go ([`rust::dispatch`]).
+pub const DISPATCH_DIR: &str = "qapi-gen/tests/support/dispatch";
+
 /// The schema folders under `qapi-schema/`, oldest first (`qemu-10.0.2` sorts by version).
 pub fn schema_dirs(repo: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut dirs: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir(repo.join("qapi-schema"))?
@@ -119,6 +122,11 @@ pub fn generate(dir: &Path) -> Result<Vec<(PathBuf, String)>, GenError> {
         for (path, text) in rust::generate(schema, target).map_err(|e| GenError(e.0))? {
             files.push((Path::new(OUT_DIR).join(path), text));
         }
+        let table = rust::dispatch(schema, target).map_err(|e| GenError(e.0))?;
+        files.push((
+            Path::new(DISPATCH_DIR).join(format!("{}.rs", target.rust_module)),
+            table,
+        ));
     }
     Ok(files)
 }
@@ -127,7 +135,7 @@ pub fn generate(dir: &Path) -> Result<Vec<(PathBuf, String)>, GenError> {
 /// starts with the generator's header).
 pub fn stale_files(repo: &Path, files: &[(PathBuf, String)]) -> Vec<PathBuf> {
     let mut stale = Vec::new();
-    let mut stack = vec![repo.join(OUT_DIR)];
+    let mut stack = vec![repo.join(OUT_DIR), repo.join(DISPATCH_DIR)];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;

@@ -134,6 +134,65 @@ pub fn generate(schema: &Schema, target: &Target<'_>) -> Result<Vec<File>, NameC
     Ok(files)
 }
 
+/// The test-side table of every command and event of `schema`: `command(name)` and `event(name)`
+/// give the generated types' round trips (`Codec`, `codec` and `event_codec` come from the
+/// including test). Tests use it to put what QEMU reports through the generated types by name.
+pub fn dispatch(schema: &Schema, target: &Target<'_>) -> Result<String, NameClash> {
+    let g = Gen::new(schema, target)?;
+    let m = target.rust_module;
+    let mut out = String::from(HEADER);
+    let _ = writeln!(
+        out,
+        "//! Every command and event of the {} schema by name, for the tests (included by them).\n\n#[allow(unused_imports)]\nuse super::{{codec, event_codec, round_trip, Codec, EventCodec, RoundTrip}};\nuse qmp_qapi::{m};\n\n/// The generated type of the command `name`.\npub fn command(name: &str) -> Option<Codec> {{\n    Some(match name {{",
+        target.protocol
+    );
+    for d in schema
+        .defs
+        .iter()
+        .filter(|d| matches!(d.kind, Kind::Command { .. }))
+    {
+        let _ = writeln!(
+            out,
+            "        \"{}\" => codec::<{m}::{}>(),",
+            d.name,
+            g.command_name(d)
+        );
+    }
+    out.push_str("        _ => return None,\n    })\n}\n");
+    out.push_str("\n/// The generated type of the QAPI type `name` (enums, structs, unions, alternates).\npub fn data_type(name: &str) -> Option<RoundTrip> {\n    Some(match name {\n");
+    for d in schema
+        .defs
+        .iter()
+        .filter(|d| !matches!(d.kind, Kind::Command { .. } | Kind::Event { .. }))
+    {
+        let _ = writeln!(
+            out,
+            "        \"{}\" => round_trip::<{m}::{}>,",
+            d.name,
+            type_name(&d.name)
+        );
+    }
+    out.push_str("        _ => return None,\n    })\n}\n");
+    let events: Vec<&Def> = schema
+        .defs
+        .iter()
+        .filter(|d| matches!(d.kind, Kind::Event { .. }))
+        .collect();
+    if !events.is_empty() {
+        out.push_str("\n/// The generated data type of the event `name`.\npub fn event(name: &str) -> Option<EventCodec> {\n    Some(match name {\n");
+        for d in events {
+            let _ = writeln!(
+                out,
+                "        \"{}\" => event_codec::<{m}::event::{}>(),",
+                d.name,
+                camel(&d.name)
+            );
+        }
+        out.push_str("        _ => return None,\n    })\n}\n");
+    }
+    Ok(out)
+}
+
 const PRELUDE: &str = "#![allow(deprecated, non_camel_case_types, clippy::large_enum_variant)]\n\nuse crate::rt;\n#[allow(unused_imports)]\nuse crate::{DecodeError, UnknownBranch};\n#[allow(unused_imports)]\nuse serde::ser::SerializeMap;\n#[allow(unused_imports)]\nuse serde_json::{Map, Value};\n";
 
 struct Gen<'a> {

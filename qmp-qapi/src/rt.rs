@@ -176,7 +176,8 @@ macro_rules! __enum_impls {
     )*};
 }
 
-/// A command or event without data: `null` or `{}` on the wire (members ignored).
+/// A type without members: `{}` on the wire (`null` accepted; members ignored). Commands
+/// without arguments encode as `{}` too, which the session leaves out of the command.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __unit_impls {
@@ -202,7 +203,8 @@ macro_rules! __unit_impls {
         }
         impl ::serde::Serialize for $t {
             fn serialize<S: ::serde::Serializer>(&self, s: S) -> ::core::result::Result<S::Ok, S::Error> {
-                s.serialize_unit()
+                use ::serde::ser::SerializeMap as _;
+                s.serialize_map(Some(0))?.end()
             }
         }
         $crate::__deserialize_impls!($t);
