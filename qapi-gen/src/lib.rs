@@ -5,6 +5,7 @@
 //! regenerates it from the newest schema folder under `qapi-schema/`; the test `checked_in`
 //! fails when the checked-in source differs from what the compiler writes.
 
+pub mod introspect;
 pub mod names;
 pub mod parse;
 pub mod rust;
@@ -121,6 +122,12 @@ pub fn generate(dir: &Path) -> Result<Vec<(PathBuf, String)>, GenError> {
     for (schema, target) in [(&s.system, &qmp), (&s.guest_agent, &qga)] {
         for (path, text) in rust::generate(schema, target).map_err(|e| GenError(e.0))? {
             files.push((Path::new(OUT_DIR).join(path), text));
+        }
+        if target.split {
+            files.push((
+                Path::new(OUT_DIR).join(format!("{}/introspection.json", target.rust_module)),
+                introspect::introspection(schema),
+            ));
         }
         let table = rust::dispatch(schema, target).map_err(|e| GenError(e.0))?;
         files.push((

@@ -88,6 +88,11 @@ pub fn generate(schema: &Schema, target: &Target<'_>) -> Result<Vec<File>, NameC
         if has_events {
             root.push_str("pub use event::Event;\n");
         }
+        let _ = writeln!(
+            root,
+            "\n/// The whole schema in `query-qmp-schema` form (a JSON array of `SchemaInfo`), for tools with no\n/// QEMU to ask: help and completion offline. It has every definition of QEMU {}'s schema,\n/// conditional ones included, and QEMU's real type names (a live QEMU masks them); a connected\n/// QEMU's own `query-qmp-schema` is the truth for that QEMU.\npub const INTROSPECTION: &str = include_str!(\"introspection.json\");",
+            target.version
+        );
         files.push((format!("{}/mod.rs", target.rust_module), root));
         for m in &modules {
             let mut out = String::from(HEADER);

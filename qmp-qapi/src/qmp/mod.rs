@@ -91,3 +91,9 @@ pub use cryptodev::*;
 pub use cxl::*;
 pub use uefi::*;
 pub use event::Event;
+
+/// The whole schema in `query-qmp-schema` form (a JSON array of `SchemaInfo`), for tools with no
+/// QEMU to ask: help and completion offline. It has every definition of QEMU 10.0.2's schema,
+/// conditional ones included, and QEMU's real type names (a live QEMU masks them); a connected
+/// QEMU's own `query-qmp-schema` is the truth for that QEMU.
+pub const INTROSPECTION: &str = include_str!("introspection.json");
