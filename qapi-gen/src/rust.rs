@@ -5,7 +5,7 @@
 //!   members QEMU may leave out of its output (conditional, deprecated or unstable ones: QEMU's
 //!   `-compat deprecated-output=hide` drops them), are `Option`s;
 //! - unions: a struct of the base members whose discriminator is an enum of the branches; a
-//!   branch this schema does not know is kept as [`UnknownBranch`];
+//!   branch this schema does not know is kept as `qmp_qapi::UnknownBranch`;
 //! - enums: a Rust enum with an `Other(String)` variant for values this schema does not know;
 //! - alternates: a Rust enum, the branch chosen by the JSON kind of the value;
 //! - every type decodes through `FromValue` (moving out of the `serde_json::Value` the protocol
@@ -60,10 +60,17 @@ pub fn generate(schema: &Schema, target: &Target<'_>) -> Result<Vec<File>, NameC
     let mut files = Vec::new();
     let mut modules: Vec<String> = Vec::new();
     for d in &schema.defs {
-        if !modules.contains(&d.module) && !matches!(d.kind, Kind::Event { .. }) {
+        if !modules.contains(&d.module) {
             modules.push(d.module.clone());
         }
     }
+    let events_of = |m: &str| -> Vec<&Def> {
+        schema
+            .defs
+            .iter()
+            .filter(|d| d.module == m && matches!(d.kind, Kind::Event { .. }))
+            .collect()
+    };
     let has_events = schema
         .defs
         .iter()
@@ -72,18 +79,18 @@ pub fn generate(schema: &Schema, target: &Target<'_>) -> Result<Vec<File>, NameC
         let mut root = String::from(HEADER);
         let _ = writeln!(
             root,
-            "//! The {} schema of QEMU {}: every type, command and event as Rust types.\n//!\n//! Everything is re-exported here (`{m}::BlockdevOptions`); each QAPI module is also a Rust\n//! module of its own (`{m}::block_core`). Event data types live in [`event`], with the\n//! [`Event`] enum over all of them.\n",
+            "//! The {} schema of QEMU {}: every type, command and event as Rust types.\n//!\n//! Everything is re-exported here (`{m}::BlockdevOptions`); each QAPI module is also a Rust\n//! module of its own (`{m}::block_core`), behind the cargo feature of the same name as the\n//! QAPI module (`block-core`; all are on by default). Event data types live in [`event`],\n//! with the [`Event`] enum over all of them.\n",
             target.protocol, target.version, m = target.rust_module
         );
         for m in &modules {
-            let _ = writeln!(root, "pub mod {};", module(m));
+            let _ = writeln!(root, "#[cfg(feature = \"{m}\")]\npub mod {};", module(m));
         }
         if has_events {
             root.push_str("pub mod event;\n");
         }
         root.push('\n');
         for m in &modules {
-            let _ = writeln!(root, "pub use {}::*;", module(m));
+            let _ = writeln!(root, "#[cfg(feature = \"{m}\")]\npub use {}::*;", module(m));
         }
         if has_events {
             root.push_str("pub use event::Event;\n");
@@ -116,9 +123,42 @@ pub fn generate(schema: &Schema, target: &Target<'_>) -> Result<Vec<File>, NameC
                 target.version, target.protocol
             );
             out.push_str(PRELUDE);
-            out.push_str("#[allow(unused_imports)]\nuse super::*;\n");
-            g.events(&mut out);
-            files.push((format!("{}/event.rs", target.rust_module), out));
+            out.push('\n');
+            for m in &modules {
+                if !events_of(m).is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "#[cfg(feature = \"{m}\")]\nmod {r};\n#[cfg(feature = \"{m}\")]\n#[allow(unused_imports, unreachable_pub)]\npub use {r}::*;",
+                        r = module(m)
+                    );
+                }
+            }
+            out.push('\n');
+            let all: Vec<&Def> = schema
+                .defs
+                .iter()
+                .filter(|d| matches!(d.kind, Kind::Event { .. }))
+                .collect();
+            g.event_enum(&mut out, &all, true);
+            files.push((format!("{}/event/mod.rs", target.rust_module), out));
+            for m in &modules {
+                let events = events_of(m);
+                if events.is_empty() {
+                    continue;
+                }
+                let mut out = String::from(HEADER);
+                let _ = writeln!(
+                    out,
+                    "//! The events of QAPI module `{m}` (re-exported by [`super`]).\n"
+                );
+                out.push_str(PRELUDE);
+                out.push_str("#[allow(unused_imports)]\nuse super::super::*;\n\n");
+                g.event_types(&mut out, &events);
+                files.push((
+                    format!("{}/event/{}.rs", target.rust_module, module(m)),
+                    out,
+                ));
+            }
         }
     } else {
         let mut out = String::from(HEADER);
@@ -132,11 +172,78 @@ pub fn generate(schema: &Schema, target: &Target<'_>) -> Result<Vec<File>, NameC
             g.def(&mut out, d);
         }
         if has_events {
-            g.events(&mut out);
+            let all: Vec<&Def> = schema
+                .defs
+                .iter()
+                .filter(|d| matches!(d.kind, Kind::Event { .. }))
+                .collect();
+            g.event_types(&mut out, &all);
+            g.event_enum(&mut out, &all, false);
         }
         files.push((format!("{}.rs", target.rust_module), out));
     }
     Ok(files)
+}
+
+/// The cargo features of a split schema: one per QAPI module, each enabling the modules whose
+/// types its definitions use. As TOML lines for qmp-qapi's `[features]`.
+pub fn features(schema: &Schema) -> String {
+    let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let module_of = |n: &str| schema.get(n).map(|d| d.module.clone());
+    let data_names = |data: &Option<Data>| -> Vec<String> {
+        match data {
+            Some(Data::Members(m)) => m.iter().map(|m| m.ty.name().to_string()).collect(),
+            Some(Data::Named(n)) => vec![n.clone()],
+            None => Vec::new(),
+        }
+    };
+    for d in &schema.defs {
+        let mut used: Vec<String> = Vec::new();
+        let add_members = |ms: &[Member], used: &mut Vec<String>| {
+            used.extend(ms.iter().map(|m| m.ty.name().to_string()))
+        };
+        match &d.kind {
+            Kind::Enum { .. } => {}
+            Kind::Struct { base, members } => {
+                used.extend(base.iter().cloned());
+                add_members(members, &mut used);
+            }
+            Kind::Union {
+                base,
+                base_name,
+                branches,
+                ..
+            } => {
+                used.extend(base_name.iter().cloned());
+                add_members(base, &mut used);
+                used.extend(branches.iter().map(|b| b.ty.name().to_string()));
+            }
+            Kind::Alternate { branches } => {
+                used.extend(branches.iter().map(|b| b.ty.name().to_string()))
+            }
+            Kind::Command { data, returns, .. } => {
+                used.extend(data_names(data));
+                used.extend(returns.iter().map(|r| r.name().to_string()));
+            }
+            Kind::Event { data, .. } => used.extend(data_names(data)),
+        }
+        let entry = deps.entry(d.module.clone()).or_default();
+        for u in used {
+            if let Some(m) = module_of(&u) {
+                if m != d.module {
+                    entry.insert(m);
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    let all: Vec<String> = deps.keys().map(|m| format!("\"{m}\"")).collect();
+    let _ = writeln!(out, "qmp-all = [{}]", all.join(", "));
+    for (m, ds) in &deps {
+        let ds: Vec<String> = ds.iter().map(|d| format!("\"{d}\"")).collect();
+        let _ = writeln!(out, "{m} = [{}]", ds.join(", "));
+    }
+    out
 }
 
 /// The test-side table of every command and event of `schema`: `command(name)` and `event(name)`
@@ -148,7 +255,7 @@ pub fn dispatch(schema: &Schema, target: &Target<'_>) -> Result<String, NameClas
     let mut out = String::from(HEADER);
     let _ = writeln!(
         out,
-        "//! Every command and event of the {} schema by name, for the tests (included by them).\n\n#[allow(unused_imports)]\nuse super::{{codec, event_codec, round_trip, Codec, EventCodec, RoundTrip}};\nuse qmp_qapi::{m};\n\n/// The generated type of the command `name`.\npub fn command(name: &str) -> Option<Codec> {{\n    Some(match name {{",
+        "//! Every command and event of the {} schema by name, for the tests (included by them).\n\n#![allow(deprecated)]\n\n#[allow(unused_imports)]\nuse super::{{codec, event_codec, round_trip, Codec, EventCodec, RoundTrip}};\nuse qmp_qapi::{m};\n\n/// The generated type of the command `name`.\npub fn command(name: &str) -> Option<Codec> {{\n    Some(match name {{",
         target.protocol
     );
     for d in schema
@@ -198,7 +305,7 @@ pub fn dispatch(schema: &Schema, target: &Target<'_>) -> Result<String, NameClas
     Ok(out)
 }
 
-const PRELUDE: &str = "#![allow(deprecated, non_camel_case_types, clippy::large_enum_variant)]\n\nuse crate::rt;\n#[allow(unused_imports)]\nuse crate::{DecodeError, UnknownBranch};\n#[allow(unused_imports)]\nuse serde::ser::SerializeMap;\n#[allow(unused_imports)]\nuse serde_json::{Map, Value};\n";
+const PRELUDE: &str = "#![allow(deprecated, non_camel_case_types, clippy::large_enum_variant)]\n\n#[allow(unused_imports)]\nuse crate::rt;\n#[allow(unused_imports)]\nuse crate::{DecodeError, UnknownBranch};\n#[allow(unused_imports)]\nuse serde::ser::SerializeMap;\n#[allow(unused_imports)]\nuse serde_json::{Map, Value};\n";
 
 struct Gen<'a> {
     schema: &'a Schema,
@@ -210,6 +317,22 @@ struct Gen<'a> {
     same_name: BTreeSet<String>,
     /// The Rust names of the types (not commands or events).
     type_names: BTreeSet<String>,
+}
+
+/// Whether a command or event is unstable (`cfg`'d) or deprecated (`#[deprecated]`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Stability {
+    unstable: bool,
+    deprecated: bool,
+}
+
+impl Stability {
+    fn of(d: &Def) -> Self {
+        Stability {
+            unstable: d.has_feature("unstable"),
+            deprecated: d.has_feature("deprecated"),
+        }
+    }
 }
 
 /// One case of a union: a value of its discriminator.
@@ -575,7 +698,14 @@ impl<'a> Gen<'a> {
                 let fields = self.fields(d, &self.own_members(d));
                 let doc =
                     self.def_doc(d, &format!("QAPI struct `{}`", d.name)) + &self.link_line(d);
-                self.struct_def(out, &doc, &type_name(&d.name), &fields, false, false);
+                self.struct_def(
+                    out,
+                    &doc,
+                    &type_name(&d.name),
+                    &fields,
+                    false,
+                    Stability::default(),
+                );
             }
             Kind::Union { .. } => self.union_def(out, d),
             Kind::Alternate { branches } => self.alternate_def(out, d, branches),
@@ -613,11 +743,12 @@ impl<'a> Gen<'a> {
         name: &str,
         fields: &[Field],
         rest: bool,
-        unstable: bool,
+        stability: Stability,
     ) {
+        let unstable = stability.unstable;
         let default = fields.iter().all(|f| f.option);
         if fields.is_empty() && !rest {
-            self.struct_head(out, doc, true, unstable, false);
+            self.struct_head(out, doc, true, unstable, stability.deprecated);
             let _ = writeln!(out, "pub struct {name};\n");
             let _ = writeln!(
                 out,
@@ -626,7 +757,7 @@ impl<'a> Gen<'a> {
             );
             return;
         }
-        self.struct_head(out, doc, default, unstable, false);
+        self.struct_head(out, doc, default, unstable, stability.deprecated);
         let _ = writeln!(out, "pub struct {name} {{");
         field_decls(out, fields);
         if rest {
@@ -1114,10 +1245,10 @@ impl<'a> Gen<'a> {
         let doc = doc.replacen(": its arguments (", " (", 1) + &self.link_line(d);
         let mut emit_impl = true;
         match data {
-            None => self.struct_def(out, &doc, &name, &[], false, unstable),
+            None => self.struct_def(out, &doc, &name, &[], false, Stability::of(d)),
             Some(Data::Members(m)) => {
                 let fields = self.fields(d, m);
-                self.struct_def(out, &doc, &name, &fields, !gen, unstable);
+                self.struct_def(out, &doc, &name, &fields, !gen, Stability::of(d));
             }
             Some(Data::Named(n)) if self.same_name.contains(&d.name) => {
                 let _ = n;
@@ -1126,7 +1257,7 @@ impl<'a> Gen<'a> {
             Some(Data::Named(n)) => {
                 let inner = type_name(n);
                 let doc = format!("{doc}\nIts arguments are the members of [`{inner}`].\n");
-                self.struct_head(out, &doc, false, unstable, false);
+                self.struct_head(out, &doc, false, unstable, d.has_feature("deprecated"));
                 let _ = writeln!(out, "pub struct {name}(pub {inner});\n");
                 let _ = writeln!(
                     out,
@@ -1158,14 +1289,9 @@ impl<'a> Gen<'a> {
         let _ = deprecated;
     }
 
-    fn events(&self, out: &mut String) {
-        let events: Vec<&Def> = self
-            .schema
-            .defs
-            .iter()
-            .filter(|d| matches!(d.kind, Kind::Event { .. }))
-            .collect();
-        for d in &events {
+    /// The data types of `events`.
+    fn event_types(&self, out: &mut String, events: &[&Def]) {
+        for d in events {
             let Kind::Event { data, .. } = &d.kind else {
                 continue;
             };
@@ -1174,15 +1300,15 @@ impl<'a> Gen<'a> {
             let doc =
                 self.def_doc(d, &format!("QMP event `{}`: its data", d.name)) + &self.link_line(d);
             match data {
-                None => self.struct_def(out, &doc, &name, &[], false, unstable),
+                None => self.struct_def(out, &doc, &name, &[], false, Stability::of(d)),
                 Some(Data::Members(m)) => {
                     let fields = self.fields(d, m);
-                    self.struct_def(out, &doc, &name, &fields, false, unstable);
+                    self.struct_def(out, &doc, &name, &fields, false, Stability::of(d));
                 }
                 Some(Data::Named(n)) => {
                     let inner = type_name(n);
                     let doc = format!("{doc}\nIts data are the members of [`{inner}`].\n");
-                    self.struct_head(out, &doc, false, unstable, false);
+                    self.struct_head(out, &doc, false, unstable, d.has_feature("deprecated"));
                     let _ = writeln!(out, "pub struct {name}(pub {inner});\n");
                     let _ = writeln!(
                         out,
@@ -1198,6 +1324,23 @@ impl<'a> Gen<'a> {
                 d.name
             );
         }
+    }
+
+    /// The `Event` enum over `events`; each variant needs the feature of its QAPI module when
+    /// `modular`.
+    fn event_enum(&self, out: &mut String, events: &[&Def], modular: bool) {
+        let cfg = |d: &Def, indent: &str| -> String {
+            let unstable = d.has_feature("unstable");
+            match (modular, unstable) {
+                (true, true) => format!(
+                    "#[cfg(all(feature = \"{}\", feature = \"unstable\"))]\n{indent}",
+                    d.module
+                ),
+                (true, false) => format!("#[cfg(feature = \"{}\")]\n{indent}", d.module),
+                (false, true) => format!("#[cfg(feature = \"unstable\")]\n{indent}"),
+                (false, false) => String::new(),
+            }
+        };
         let _ = writeln!(
             out,
             "/// Any event of QEMU {}'s {} schema, decoded; [`Event::Unknown`] for one it does not know.\n///\n/// ```\n/// use qmp_qapi::{m}::{{event, Event}};\n/// let e = qmp_proto::Event {{ name: \"STOP\".into(), data: Default::default(), timestamp: None }};\n/// assert_eq!(Event::try_from(e).unwrap(), Event::Stop(event::Stop));\n/// ```\n#[derive(Debug, Clone, PartialEq)]\n#[non_exhaustive]\npub enum Event {{",
@@ -1205,9 +1348,12 @@ impl<'a> Gen<'a> {
             self.target.protocol,
             m = self.target.rust_module
         );
-        for d in &events {
+        for d in events {
             let name = camel(&d.name);
-            out.push_str(&indent(cfg_unstable(d.has_feature("unstable"))));
+            let c = cfg(d, "    ");
+            if !c.is_empty() {
+                let _ = write!(out, "    {c}");
+            }
             if d.has_feature("deprecated") {
                 out.push_str("    #[deprecated(note = \"deprecated by QEMU\")]\n");
             }
@@ -1215,30 +1361,22 @@ impl<'a> Gen<'a> {
         }
         out.push_str("    /// An event this schema does not know (a newer QEMU's), verbatim.\n    Unknown {\n        /// Its name.\n        name: String,\n        /// Its data.\n        data: Map<String, Value>,\n    },\n}\n\n");
         out.push_str("impl Event {\n    /// Decodes the data of the event `name`. An unknown name is not an error: it gives\n    /// [`Event::Unknown`]; data that does not fit a known event's type is.\n    #[inline]\n    pub fn decode(name: String, data: Map<String, Value>) -> Result<Event, DecodeError> {\n        let data = Value::Object(data);\n        Ok(match name.as_str() {\n");
-        for d in &events {
+        for d in events {
             let name = camel(&d.name);
             let _ = writeln!(
                 out,
                 "            {}\"{}\" => Event::{name}(crate::FromValue::from_value(data)?),",
-                if d.has_feature("unstable") {
-                    "#[cfg(feature = \"unstable\")]\n            "
-                } else {
-                    ""
-                },
+                cfg(d, "            "),
                 d.name
             );
         }
         out.push_str("            _ => {\n                let Value::Object(data) = data else { unreachable!() };\n                Event::Unknown { name, data }\n            }\n        })\n    }\n\n    /// The event's name as QEMU sends it.\n    #[inline]\n    pub fn name(&self) -> &str {\n        match self {\n");
-        for d in &events {
+        for d in events {
             let name = camel(&d.name);
             let _ = writeln!(
                 out,
                 "            {}Event::{name}(_) => \"{}\",",
-                if d.has_feature("unstable") {
-                    "#[cfg(feature = \"unstable\")]\n            "
-                } else {
-                    ""
-                },
+                cfg(d, "            "),
                 d.name
             );
         }

@@ -4,6 +4,7 @@
 
 #![allow(deprecated, non_camel_case_types, clippy::large_enum_variant)]
 
+#[allow(unused_imports)]
 use crate::rt;
 #[allow(unused_imports)]
 use crate::{DecodeError, UnknownBranch};
@@ -511,6 +512,7 @@ crate::__object_impls!(NbdServerAddOptions);
 /// [QEMU's reference for `nbd-server-add`](https://qemu.readthedocs.io/en/v10.0.2/interop/qemu-qmp-ref.html#command-block-export.nbd-server-add)
 ///
 /// Its arguments are the members of [`NbdServerAddOptions`].
+#[deprecated(note = "deprecated by QEMU")]
 #[derive(Debug, Clone, PartialEq)]
 pub struct NbdServerAdd(pub NbdServerAddOptions);
 
@@ -573,6 +575,7 @@ crate::__enum_impls!(BlockExportRemoveMode);
 /// Run it with a client's `run(&NbdServerRemove { .. })`; it returns an empty object ([`qmp_proto::command::Empty`]).
 ///
 /// [QEMU's reference for `nbd-server-remove`](https://qemu.readthedocs.io/en/v10.0.2/interop/qemu-qmp-ref.html#command-block-export.nbd-server-remove)
+#[deprecated(note = "deprecated by QEMU")]
 #[derive(Debug, Clone, PartialEq)]
 pub struct NbdServerRemove {
     /// `name`: `str`.

@@ -4,6 +4,7 @@
 
 #![allow(deprecated, non_camel_case_types, clippy::large_enum_variant)]
 
+#[allow(unused_imports)]
 use crate::rt;
 #[allow(unused_imports)]
 use crate::{DecodeError, UnknownBranch};

@@ -4,6 +4,7 @@
 
 #![allow(deprecated, non_camel_case_types, clippy::large_enum_variant)]
 
+#[allow(unused_imports)]
 use crate::rt;
 #[allow(unused_imports)]
 use crate::{DecodeError, UnknownBranch};
@@ -2910,6 +2911,7 @@ crate::__object_impls!(MigrationThreadInfo);
 /// Run it with a client's `run(&QueryMigrationthreads)`; it returns a list of [`MigrationThreadInfo`].
 ///
 /// [QEMU's reference for `query-migrationthreads`](https://qemu.readthedocs.io/en/v10.0.2/interop/qemu-qmp-ref.html#command-migration.query-migrationthreads)
+#[deprecated(note = "deprecated by QEMU")]
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct QueryMigrationthreads;
 

@@ -2,6 +2,8 @@
 // Regenerate with `cargo run -p qapi-gen`.
 //! Every command and event of the guest agent schema by name, for the tests (included by them).
 
+#![allow(deprecated)]
+
 #[allow(unused_imports)]
 use super::{codec, event_codec, round_trip, Codec, EventCodec, RoundTrip};
 use qmp_qapi::qga;
