@@ -19,7 +19,15 @@
 //! [`qmp::Event::Unknown`] for an event) carrying what QEMU sent; members it does not know are
 //! ignored; members QEMU may leave out (optional ones, conditional ones, and deprecated or unstable
 //! ones, which `-compat …-output=hide` drops) are `Option`s. So a newer QEMU's reply still
-//! decodes.
+//! decodes. What stays an error: a value of the wrong JSON kind, a missing member the schema
+//! requires, and an alternate's value of a kind none of its branches has. The test
+//! `qapi-gen/tests/skew.rs` shows each case.
+//!
+//! Features: `qmp-all` (every QAPI module of [`qmp`]) and `qga` are on by default; each QAPI
+//! module is also a feature of its own (`job`, `block-core`, `run-state`, …, enabling the modules
+//! its types use), so a tool that needs a few commands can take
+//! `default-features = false, features = ["job"]` and build less. `unstable` adds what QEMU
+//! marks unstable.
 //!
 //! Names: QAPI type names as they are (`BlockdevOptions`, `JobStatus`), commands and events in
 //! UpperCamelCase (`BlockdevAdd`, [`qmp::event::JobStatusChange`]), members in snake_case
