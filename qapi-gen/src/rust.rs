@@ -1329,6 +1329,15 @@ impl<'a> Gen<'a> {
     /// The `Event` enum over `events`; each variant needs the feature of its QAPI module when
     /// `modular`.
     fn event_enum(&self, out: &mut String, events: &[&Def], modular: bool) {
+        // An example when the schema has QMP's `STOP` (an event without data).
+        let example = if events.iter().any(|d| d.name == "STOP") {
+            format!(
+                "///\n/// ```\n/// use qmp_qapi::{m}::{{event, Event}};\n/// let e = qmp_proto::Event {{ name: \"STOP\".into(), data: Default::default(), timestamp: None }};\n/// assert_eq!(Event::try_from(e).unwrap(), Event::Stop(event::Stop));\n/// ```\n",
+                m = self.target.rust_module
+            )
+        } else {
+            String::new()
+        };
         let cfg = |d: &Def, indent: &str| -> String {
             let unstable = d.has_feature("unstable");
             match (modular, unstable) {
@@ -1343,14 +1352,14 @@ impl<'a> Gen<'a> {
         };
         let _ = writeln!(
             out,
-            "/// Any event of QEMU {}'s {} schema, decoded; [`Event::Unknown`] for one it does not know.\n///\n/// ```\n/// use qmp_qapi::{m}::{{event, Event}};\n/// let e = qmp_proto::Event {{ name: \"STOP\".into(), data: Default::default(), timestamp: None }};\n/// assert_eq!(Event::try_from(e).unwrap(), Event::Stop(event::Stop));\n/// ```\n#[derive(Debug, Clone, PartialEq)]\n#[non_exhaustive]\npub enum Event {{",
+            "/// Any event of QEMU {}'s {} schema, decoded; [`Event::Unknown`] for one it does not know.\n{}#[derive(Debug, Clone, PartialEq)]\n#[non_exhaustive]\npub enum Event {{",
             self.target.version,
             self.target.protocol,
-            m = self.target.rust_module
+            example
         );
         for d in events {
             let name = camel(&d.name);
-            let c = cfg(d, "    ");
+            let c = cfg(d, "");
             if !c.is_empty() {
                 let _ = write!(out, "    {c}");
             }
@@ -1494,4 +1503,134 @@ fn boxed_edges(schema: &Schema) -> BTreeSet<(String, String)> {
         }
     }
     boxed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(text: &str) -> Schema {
+        let dir = std::env::temp_dir().join(format!(
+            "qapi-gen-rust-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("m.json"), text).unwrap();
+        let s = Schema::load(&dir.join("m.json"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        s.unwrap()
+    }
+
+    fn target() -> Target<'static> {
+        Target {
+            rust_module: "qmp",
+            protocol: "QMP",
+            reference: "https://example.invalid/#".into(),
+            version: "1.2.3",
+            also_in: None,
+            split: false,
+        }
+    }
+
+    const SCHEMA: &str = "{ 'enum': 'Kind', 'data': [ 'leaf', 'node', { 'name': 'x-new', 'features': [ 'unstable' ] } ] }\n\
+        { 'struct': 'String', 'data': { 'str': 'str' } }\n\
+        { 'struct': 'Leaf', 'data': { 'value': 'int', '*old': { 'type': 'str', 'features': [ 'deprecated' ] } } }\n\
+        { 'alternate': 'TreeRef', 'data': { 'tree': 'Tree', 'name': 'str' } }\n\
+        { 'struct': 'Node', 'data': { 'left': 'TreeRef', '*right': 'TreeRef' } }\n\
+        { 'union': 'Tree', 'base': { 'kind': 'Kind', '*type': 'String' }, 'discriminator': 'kind',\n\
+          'data': { 'leaf': 'Leaf', 'node': 'Node' } }\n\
+        { 'command': 'get-tree', 'returns': 'Tree', 'allow-oob': true }\n\
+        { 'command': 'leaf', 'data': { 'value': 'int' }, 'returns': 'Leaf' }\n\
+        { 'event': 'TREE_CHANGED', 'data': { 'tree': 'Tree' }, 'features': [ 'deprecated' ] }\n";
+
+    #[test]
+    fn unions_alternates_cycles_and_names() {
+        let s = schema(SCHEMA);
+        let files = generate(&s, &target()).unwrap();
+        let code = &files[0].1;
+        // The cycle Tree -> Node -> TreeRef -> Tree is broken by a Box on its by-value edges.
+        assert!(code.contains("    Tree(Box<Tree>),"), "{code}");
+        assert!(code.contains("Node(Box<Node>)"), "{code}");
+        // Enums and unions fall back to Other; unstable values need the feature.
+        assert!(code.contains("    Other(String),") && code.contains("    Other(UnknownBranch),"));
+        assert!(
+            code.contains("    #[cfg(feature = \"unstable\")]\n    XNew,"),
+            "{code}"
+        );
+        // A prelude name gets a prefix; a keyword member is escaped; deprecated members are Options.
+        assert!(
+            code.contains("pub struct QapiString {")
+                && code.contains("pub r#type: Option<QapiString>,")
+        );
+        assert!(
+            code.contains(
+                "    #[deprecated(note = \"deprecated by QEMU\")]\n    pub old: Option<String>,"
+            ),
+            "{code}"
+        );
+        // A command clashing with a type gets `Command` appended; allow-oob is marked.
+        assert!(
+            code.contains("pub struct LeafCommand {")
+                && code.contains("const NAME: &'static str = \"leaf\";")
+        );
+        assert!(code.contains("const ALLOW_OOB: bool = true;"));
+        // The union's constructor takes the branch; the deprecated event is #[deprecated].
+        assert!(
+            code.contains("pub fn new(kind: TreeBranch) -> Self"),
+            "{code}"
+        );
+        assert!(code.contains("#[deprecated(note = \"deprecated by QEMU\")]\n#[derive(Debug, Clone, PartialEq)]\npub struct TreeChanged {"), "{code}");
+    }
+
+    #[test]
+    fn features_follow_the_types_each_module_uses() {
+        let dir = std::env::temp_dir().join(format!("qapi-gen-features-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("root.json"),
+            "{ 'include': 'a.json' }\n{ 'include': 'b.json' }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("a.json"),
+            "{ 'struct': 'A', 'data': { 'x': 'int' } }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("b.json"),
+            "{ 'command': 'use-a', 'returns': ['A'] }\n{ 'event': 'E' }\n",
+        )
+        .unwrap();
+        let s = Schema::load(&dir.join("root.json")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            features(&s),
+            "qmp-all = [\"a\", \"b\"]\na = []\nb = [\"a\"]\n"
+        );
+        let files = generate(
+            &s,
+            &Target {
+                split: true,
+                ..target()
+            },
+        )
+        .unwrap();
+        let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "qmp/mod.rs",
+                "qmp/a.rs",
+                "qmp/b.rs",
+                "qmp/event/mod.rs",
+                "qmp/event/b.rs"
+            ]
+        );
+        let event_mod = &files[3].1;
+        assert!(
+            event_mod.contains("    #[cfg(feature = \"b\")]\n    /// `E`.\n    E(E),"),
+            "{event_mod}"
+        );
+    }
 }

@@ -105,172 +105,172 @@ pub use vfio::*;
 #[non_exhaustive]
 pub enum Event {
     #[cfg(feature = "run-state")]
-        /// `SHUTDOWN`.
+    /// `SHUTDOWN`.
     Shutdown(Shutdown),
     #[cfg(feature = "run-state")]
-        /// `POWERDOWN`.
+    /// `POWERDOWN`.
     Powerdown(Powerdown),
     #[cfg(feature = "run-state")]
-        /// `RESET`.
+    /// `RESET`.
     Reset(Reset),
     #[cfg(feature = "run-state")]
-        /// `STOP`.
+    /// `STOP`.
     Stop(Stop),
     #[cfg(feature = "run-state")]
-        /// `RESUME`.
+    /// `RESUME`.
     Resume(Resume),
     #[cfg(feature = "run-state")]
-        /// `SUSPEND`.
+    /// `SUSPEND`.
     Suspend(Suspend),
     #[cfg(feature = "run-state")]
-        /// `SUSPEND_DISK`.
+    /// `SUSPEND_DISK`.
     SuspendDisk(SuspendDisk),
     #[cfg(feature = "run-state")]
-        /// `WAKEUP`.
+    /// `WAKEUP`.
     Wakeup(Wakeup),
     #[cfg(feature = "run-state")]
-        /// `WATCHDOG`.
+    /// `WATCHDOG`.
     Watchdog(Watchdog),
     #[cfg(feature = "run-state")]
-        /// `GUEST_PANICKED`.
+    /// `GUEST_PANICKED`.
     GuestPanicked(GuestPanicked),
     #[cfg(feature = "run-state")]
-        /// `GUEST_CRASHLOADED`.
+    /// `GUEST_CRASHLOADED`.
     GuestCrashloaded(GuestCrashloaded),
     #[cfg(feature = "run-state")]
-        /// `GUEST_PVSHUTDOWN`.
+    /// `GUEST_PVSHUTDOWN`.
     GuestPvshutdown(GuestPvshutdown),
     #[cfg(feature = "run-state")]
-        /// `MEMORY_FAILURE`.
+    /// `MEMORY_FAILURE`.
     MemoryFailure(MemoryFailure),
     #[cfg(feature = "job")]
-        /// `JOB_STATUS_CHANGE`.
+    /// `JOB_STATUS_CHANGE`.
     JobStatusChange(JobStatusChange),
     #[cfg(feature = "block-core")]
-        /// `BLOCK_IMAGE_CORRUPTED`.
+    /// `BLOCK_IMAGE_CORRUPTED`.
     BlockImageCorrupted(BlockImageCorrupted),
     #[cfg(feature = "block-core")]
-        /// `BLOCK_IO_ERROR`.
+    /// `BLOCK_IO_ERROR`.
     BlockIoError(BlockIoError),
     #[cfg(feature = "block-core")]
-        /// `BLOCK_JOB_COMPLETED`.
+    /// `BLOCK_JOB_COMPLETED`.
     BlockJobCompleted(BlockJobCompleted),
     #[cfg(feature = "block-core")]
-        /// `BLOCK_JOB_CANCELLED`.
+    /// `BLOCK_JOB_CANCELLED`.
     BlockJobCancelled(BlockJobCancelled),
     #[cfg(feature = "block-core")]
-        /// `BLOCK_JOB_ERROR`.
+    /// `BLOCK_JOB_ERROR`.
     BlockJobError(BlockJobError),
     #[cfg(feature = "block-core")]
-        /// `BLOCK_JOB_READY`.
+    /// `BLOCK_JOB_READY`.
     BlockJobReady(BlockJobReady),
     #[cfg(feature = "block-core")]
-        /// `BLOCK_JOB_PENDING`.
+    /// `BLOCK_JOB_PENDING`.
     BlockJobPending(BlockJobPending),
     #[cfg(feature = "block-core")]
-        /// `BLOCK_WRITE_THRESHOLD`.
+    /// `BLOCK_WRITE_THRESHOLD`.
     BlockWriteThreshold(BlockWriteThreshold),
     #[cfg(feature = "block-core")]
-        /// `QUORUM_FAILURE`.
+    /// `QUORUM_FAILURE`.
     QuorumFailure(QuorumFailure),
     #[cfg(feature = "block-core")]
-        /// `QUORUM_REPORT_BAD`.
+    /// `QUORUM_REPORT_BAD`.
     QuorumReportBad(QuorumReportBad),
     #[cfg(feature = "block")]
-        /// `DEVICE_TRAY_MOVED`.
+    /// `DEVICE_TRAY_MOVED`.
     DeviceTrayMoved(DeviceTrayMoved),
     #[cfg(feature = "block")]
-        /// `PR_MANAGER_STATUS_CHANGED`.
+    /// `PR_MANAGER_STATUS_CHANGED`.
     PrManagerStatusChanged(PrManagerStatusChanged),
     #[cfg(feature = "block-export")]
-        /// `BLOCK_EXPORT_DELETED`.
+    /// `BLOCK_EXPORT_DELETED`.
     BlockExportDeleted(BlockExportDeleted),
     #[cfg(feature = "char")]
-        /// `VSERPORT_CHANGE`.
+    /// `VSERPORT_CHANGE`.
     VserportChange(VserportChange),
     #[cfg(feature = "dump")]
-        /// `DUMP_COMPLETED`.
+    /// `DUMP_COMPLETED`.
     DumpCompleted(DumpCompleted),
     #[cfg(feature = "net")]
-        /// `NIC_RX_FILTER_CHANGED`.
+    /// `NIC_RX_FILTER_CHANGED`.
     NicRxFilterChanged(NicRxFilterChanged),
     #[cfg(feature = "net")]
-        /// `FAILOVER_NEGOTIATED`.
+    /// `FAILOVER_NEGOTIATED`.
     FailoverNegotiated(FailoverNegotiated),
     #[cfg(feature = "net")]
-        /// `NETDEV_STREAM_CONNECTED`.
+    /// `NETDEV_STREAM_CONNECTED`.
     NetdevStreamConnected(NetdevStreamConnected),
     #[cfg(feature = "net")]
-        /// `NETDEV_STREAM_DISCONNECTED`.
+    /// `NETDEV_STREAM_DISCONNECTED`.
     NetdevStreamDisconnected(NetdevStreamDisconnected),
     #[cfg(feature = "net")]
-        /// `NETDEV_VHOST_USER_CONNECTED`.
+    /// `NETDEV_VHOST_USER_CONNECTED`.
     NetdevVhostUserConnected(NetdevVhostUserConnected),
     #[cfg(feature = "net")]
-        /// `NETDEV_VHOST_USER_DISCONNECTED`.
+    /// `NETDEV_VHOST_USER_DISCONNECTED`.
     NetdevVhostUserDisconnected(NetdevVhostUserDisconnected),
     #[cfg(feature = "ui")]
-        /// `SPICE_CONNECTED`.
+    /// `SPICE_CONNECTED`.
     SpiceConnected(SpiceConnected),
     #[cfg(feature = "ui")]
-        /// `SPICE_INITIALIZED`.
+    /// `SPICE_INITIALIZED`.
     SpiceInitialized(SpiceInitialized),
     #[cfg(feature = "ui")]
-        /// `SPICE_DISCONNECTED`.
+    /// `SPICE_DISCONNECTED`.
     SpiceDisconnected(SpiceDisconnected),
     #[cfg(feature = "ui")]
-        /// `SPICE_MIGRATE_COMPLETED`.
+    /// `SPICE_MIGRATE_COMPLETED`.
     SpiceMigrateCompleted(SpiceMigrateCompleted),
     #[cfg(feature = "ui")]
-        /// `VNC_CONNECTED`.
+    /// `VNC_CONNECTED`.
     VncConnected(VncConnected),
     #[cfg(feature = "ui")]
-        /// `VNC_INITIALIZED`.
+    /// `VNC_INITIALIZED`.
     VncInitialized(VncInitialized),
     #[cfg(feature = "ui")]
-        /// `VNC_DISCONNECTED`.
+    /// `VNC_DISCONNECTED`.
     VncDisconnected(VncDisconnected),
     #[cfg(feature = "migration")]
-        /// `MIGRATION`.
+    /// `MIGRATION`.
     Migration(Migration),
     #[cfg(feature = "migration")]
-        /// `MIGRATION_PASS`.
+    /// `MIGRATION_PASS`.
     MigrationPass(MigrationPass),
     #[cfg(feature = "migration")]
-        /// `COLO_EXIT`.
+    /// `COLO_EXIT`.
     ColoExit(ColoExit),
     #[cfg(feature = "migration")]
-        /// `UNPLUG_PRIMARY`.
+    /// `UNPLUG_PRIMARY`.
     UnplugPrimary(UnplugPrimary),
     #[cfg(feature = "qdev")]
-        /// `DEVICE_DELETED`.
+    /// `DEVICE_DELETED`.
     DeviceDeleted(DeviceDeleted),
     #[cfg(feature = "qdev")]
-        /// `DEVICE_UNPLUG_GUEST_ERROR`.
+    /// `DEVICE_UNPLUG_GUEST_ERROR`.
     DeviceUnplugGuestError(DeviceUnplugGuestError),
     #[cfg(feature = "machine")]
-        /// `BALLOON_CHANGE`.
+    /// `BALLOON_CHANGE`.
     BalloonChange(BalloonChange),
     #[cfg(feature = "machine")]
-        /// `HV_BALLOON_STATUS_REPORT`.
+    /// `HV_BALLOON_STATUS_REPORT`.
     HvBalloonStatusReport(HvBalloonStatusReport),
     #[cfg(feature = "machine")]
-        /// `MEMORY_DEVICE_SIZE_CHANGE`.
+    /// `MEMORY_DEVICE_SIZE_CHANGE`.
     MemoryDeviceSizeChange(MemoryDeviceSizeChange),
     #[cfg(all(feature = "machine-target", feature = "unstable"))]
-        /// `CPU_POLARIZATION_CHANGE`.
+    /// `CPU_POLARIZATION_CHANGE`.
     CpuPolarizationChange(CpuPolarizationChange),
     #[cfg(feature = "misc")]
-        /// `RTC_CHANGE`.
+    /// `RTC_CHANGE`.
     RtcChange(RtcChange),
     #[cfg(feature = "misc")]
-        /// `VFU_CLIENT_HANGUP`.
+    /// `VFU_CLIENT_HANGUP`.
     VfuClientHangup(VfuClientHangup),
     #[cfg(feature = "acpi")]
-        /// `ACPI_DEVICE_OST`.
+    /// `ACPI_DEVICE_OST`.
     AcpiDeviceOst(AcpiDeviceOst),
     #[cfg(feature = "vfio")]
-        /// `VFIO_MIGRATION`.
+    /// `VFIO_MIGRATION`.
     VfioMigration(VfioMigration),
     /// An event this schema does not know (a newer QEMU's), verbatim.
     Unknown {
