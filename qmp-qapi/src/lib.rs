@@ -60,7 +60,7 @@ pub mod qga;
 #[rustfmt::skip]
 pub mod qmp;
 
-pub use decode::{DecodeError, FromValue};
+pub use decode::{DecodeError, FromValue, MAX_NESTING};
 
 use serde_json::{Map, Value};
 
