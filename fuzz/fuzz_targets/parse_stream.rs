@@ -16,14 +16,16 @@
 
 use libfuzzer_sys::fuzz_target;
 use qmp_fuzz::{config_from_byte, steps, Action, Chunker, Step};
-use qmp_proto::{CommandId, Config, Decoder, ExecuteOptions, Output, Session, State, Transmit};
+use qmp_fuzz::Submit;
+use qmp_proto::{CommandId, Config, Decoder, Output, Session, State};
 use std::collections::{HashMap, HashSet};
 
 /// Everything a caller can observe, in order.
 #[derive(Debug, PartialEq)]
 enum Trace {
     Out(Output),
-    Tx(Transmit),
+    /// A transmit: its command, bytes, and how many descriptors it carried.
+    Tx(CommandId, Vec<u8>, usize),
     Submitted(Result<CommandId, String>),
     Abandoned(CommandId, bool),
 }
@@ -85,12 +87,16 @@ impl Run {
         );
     }
 
-    fn submit(&mut self, options: ExecuteOptions) {
-        let r = if options.fds > 0 {
-            self.session
-                .execute_with("getfd", &serde_json::json!({"fdname": "f"}), options)
+    fn submit(&mut self, submit: Submit) {
+        let r = if submit.fds > 0 {
+            self.session.execute_with(
+                "getfd",
+                &serde_json::json!({"fdname": "f"}),
+                submit.options(),
+            )
         } else {
-            self.session.execute_with("query-status", &(), options)
+            self.session
+                .execute_with("query-status", &(), submit.options())
         };
         if let Ok(id) = r {
             assert!(!self.submitted.contains(&id), "id {id} handed out twice");
@@ -103,7 +109,9 @@ impl Run {
     fn transmit(&mut self, max: usize) {
         for _ in 0..max {
             match self.session.poll_transmit() {
-                Some(t) => self.trace.push(Trace::Tx(t)),
+                Some(t) => self
+                    .trace
+                    .push(Trace::Tx(t.id, t.bytes.to_vec(), t.fds.len())),
                 None => break,
             }
         }
@@ -113,9 +121,9 @@ impl Run {
         match action {
             Action::Transmit => self.transmit(usize::MAX),
             Action::TransmitOne => self.transmit(1),
-            Action::Execute => self.submit(ExecuteOptions::default()),
-            Action::ExecuteOob => self.submit(ExecuteOptions { oob: true, fds: 0 }),
-            Action::ExecuteFd => self.submit(ExecuteOptions { oob: false, fds: 1 }),
+            Action::Execute => self.submit(Submit::default()),
+            Action::ExecuteOob => self.submit(Submit { oob: true, fds: 0 }),
+            Action::ExecuteFd => self.submit(Submit { oob: false, fds: 1 }),
             Action::Abandon(k) => {
                 if self.submitted.is_empty() {
                     return;

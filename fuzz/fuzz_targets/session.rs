@@ -1,7 +1,7 @@
 //! `session`: a session driven by a fuzzed script of client calls and a model QEMU.
 //!
 //! The script (derived with `arbitrary`) mixes client calls (execute, exec-oob, commands with fds,
-//! abandon, taking transmits, close) with what a model server writes: the greeting, replies (ok,
+//! `quit`, abandon, taking transmits, close, a failed read or write) with what a model server writes: the greeting, replies (ok,
 //! error, undecodable: `inf`, too large, too deep, not QMP) to any command it has received, in any
 //! order, duplicate and unknown-id replies, id-less errors, events and raw fuzzed bytes, delivered to
 //! the session in fuzzed pieces. Checked, besides no panic:
@@ -11,13 +11,15 @@
 //!   being abandoned in the queue; its wire id is the session's prefix and its number; `exec-oob`
 //!   only with `oob` negotiated; fds as declared; at most `max_inband_in_flight` in-band commands
 //!   and one fd-bearing command in flight; a queued command is sent once nothing blocks it;
-//! - replies carry what the server sent for that id (unless raw bytes may have confused framing).
+//! - replies carry what the server sent for that id (unless raw bytes may have confused framing);
+//!   a `quit` that was sent succeeds at the end of the stream without a reply; a command that
+//!   fails at the close says whether it had been sent.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use qmp_fuzz::config_from_byte;
-use qmp_proto::{CommandError, CommandId, ExecuteOptions, Output, Session, State};
+use qmp_fuzz::{config_from_byte, Submit};
+use qmp_proto::{CloseReason, CommandError, CommandId, Output, Session, State};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -40,6 +42,12 @@ enum Op {
     Raw(Vec<u8>),
     Deliver(u16),
     Eof,
+    /// The client sends `quit`; the model QEMU then closes (with or without replying first).
+    Quit,
+    /// Reading failed (a reset).
+    Reset,
+    /// Writing failed.
+    WriteFailed,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -90,7 +98,9 @@ impl Model {
 
 #[derive(Default)]
 struct Client {
-    submitted: Vec<(CommandId, ExecuteOptions)>,
+    submitted: Vec<(CommandId, Submit)>,
+    /// `quit` commands submitted.
+    quits: HashSet<CommandId>,
     abandoned: HashSet<CommandId>,
     abandoned_queued: HashSet<CommandId>,
     abandoned_in_flight: bool,
@@ -114,7 +124,7 @@ fn wire_id(id: CommandId) -> String {
 }
 
 impl Harness {
-    fn options(&self, id: CommandId) -> ExecuteOptions {
+    fn options(&self, id: CommandId) -> Submit {
         self.client
             .submitted
             .iter()
@@ -123,7 +133,7 @@ impl Harness {
             .expect("known id")
     }
 
-    fn in_flight(&self, pred: impl Fn(ExecuteOptions) -> bool) -> usize {
+    fn in_flight(&self, pred: impl Fn(Submit) -> bool) -> usize {
         self.client
             .transmitted
             .iter()
@@ -132,13 +142,22 @@ impl Harness {
             .count()
     }
 
-    fn submit(&mut self, options: ExecuteOptions) {
+    fn submit(&mut self, options: Submit) {
+        self.submit_named(if options.fds > 0 { "add-fd" } else { "query-status" }, options);
+    }
+
+    fn submit_named(&mut self, name: &str, options: Submit) {
         let r = if options.fds > 0 {
             self.session
-                .execute_with("add-fd", &json!({"fdset-id": 1}), options)
+                .execute_with(name, &json!({"fdset-id": 1}), options.options())
         } else {
-            self.session.execute_with("query-status", &(), options)
+            self.session.execute_with(name, &(), options.options())
         };
+        if let Ok(id) = &r {
+            if name == "quit" {
+                self.client.quits.insert(*id);
+            }
+        }
         if let Ok(id) = r {
             if let Some((last, _)) = self.client.submitted.last() {
                 assert!(id > *last, "ids must increase");
@@ -176,7 +195,7 @@ impl Harness {
                 );
                 assert!(!self.client.replied.contains(&t.id), "sent after its reply");
                 assert_eq!(v.get("exec-oob").is_some(), options.oob);
-                assert_eq!(t.fds, options.fds);
+                assert_eq!(t.fds.len(), options.fds);
                 if options.oob {
                     assert!(self.session.oob_enabled(), "exec-oob without oob");
                 } else if self.session.oob_enabled() {
@@ -250,7 +269,17 @@ impl Harness {
     }
 
     fn check_result(&self, id: CommandId, result: &Result<Value, CommandError>) {
-        if let Err(CommandError::Closed(_)) = result {
+        if let Err(CommandError::Closed { sent, .. }) = result {
+            assert_eq!(*sent, self.client.transmitted.contains(&id), "{id}: sent flag");
+            return;
+        }
+        // A `quit` that was sent succeeds when QEMU closes the connection, reply or not.
+        if self.client.quits.contains(&id)
+            && self.session.close_reason() == Some(&CloseReason::Quit)
+            && result.is_ok()
+            && !self.model.answers.contains_key(&wire_id(id))
+        {
+            assert!(self.client.transmitted.contains(&id), "{id}: quit not sent");
             return;
         }
         if let Err(CommandError::OobNotNegotiated) = result {
@@ -289,12 +318,24 @@ impl Harness {
     fn op(&mut self, op: Op) -> bool {
         let m = &mut self.model;
         match op {
-            Op::Execute => self.submit(ExecuteOptions::default()),
-            Op::ExecuteOob => self.submit(ExecuteOptions { oob: true, fds: 0 }),
-            Op::ExecuteFds(n) => self.submit(ExecuteOptions {
+            Op::Execute => self.submit(Submit::default()),
+            Op::ExecuteOob => self.submit(Submit { oob: true, fds: 0 }),
+            Op::ExecuteFds(n) => self.submit(Submit {
                 oob: n & 0x80 != 0,
                 fds: usize::from(n & 0x1F),
             }),
+            Op::Quit => self.submit_named("quit", Submit::default()),
+            Op::Reset => {
+                self.deliver(usize::MAX);
+                self.session
+                    .read_failed(&std::io::ErrorKind::ConnectionReset.into());
+                return false;
+            }
+            Op::WriteFailed => {
+                self.session
+                    .write_failed(&std::io::ErrorKind::BrokenPipe.into());
+                return false;
+            }
             Op::Abandon(k) => {
                 let c = &mut self.client;
                 if c.submitted.is_empty() {

@@ -17,7 +17,34 @@
 //! 0xFF never occurs in UTF-8, so a real capture is a valid input once the two header bytes are
 //! prepended, and client actions can be put between its messages (`fuzz/make-seeds.py` does this).
 
-use qmp_proto::{Config, Limits};
+use qmp_proto::{Config, ExecuteOptions, Limits};
+use std::os::fd::OwnedFd;
+
+/// What a fuzzed submission asks for (a copyable stand-in for `ExecuteOptions`, which owns the
+/// descriptors it carries).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Submit {
+    /// `exec-oob`.
+    pub oob: bool,
+    /// How many descriptors travel with the command.
+    pub fds: usize,
+}
+
+impl Submit {
+    /// The session's options, with `fds` descriptors of `/dev/null`.
+    pub fn options(self) -> ExecuteOptions {
+        ExecuteOptions {
+            oob: self.oob,
+            fds: (0..self.fds).map(|_| dev_null()).collect(),
+        }
+    }
+}
+
+fn dev_null() -> OwnedFd {
+    std::fs::File::open("/dev/null")
+        .expect("/dev/null opens")
+        .into()
+}
 
 /// Id prefix of every fuzzed session: the QEMU captures were made with ids `cap0`, `cap1`, ...
 pub const ID_PREFIX: &str = "cap";

@@ -16,7 +16,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures::future::join_all;
-use qmp_async::{Client, Options};
+use qmp_async::{Client, Runtime};
 use qmp_testkit::{Emulator, Qemu, QemuOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -100,18 +100,18 @@ impl Raw {
     }
 }
 
-async fn sequential(client: &Client, iters: u64) -> Duration {
+async fn sequential<R: Runtime>(client: &Client<R>, iters: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
-        client.execute("query-version", &()).await.unwrap();
+        client.execute("query-version", ()).await.unwrap();
     }
     start.elapsed()
 }
 
-async fn pipelined(client: &Client, batches: u64) -> Duration {
+async fn pipelined<R: Runtime>(client: &Client<R>, batches: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..batches {
-        let calls = (0..PIPELINE).map(|_| client.execute("query-version", &()));
+        let calls = (0..PIPELINE).map(|_| client.execute("query-version", ()));
         for r in join_all(calls).await {
             r.unwrap();
         }
@@ -122,24 +122,17 @@ async fn pipelined(client: &Client, batches: u64) -> Duration {
 struct Setup {
     _daemons: Vec<Qemu>,
     raw: Raw,
-    smol: Client,
-    std: Client,
+    smol: qmp_smol::Client,
+    std: qmp_async_std::Client,
 }
 
 /// One daemon per contender (the two raw baselines share one).
 fn setup() -> Setup {
     let daemons = vec![qsd(), qsd(), qsd()];
     let raw = Raw::connect(&daemons[0]);
-    let smol = smol::block_on(qmp_smol::connect_unix(
-        daemons[1].socket(),
-        Options::default(),
-    ))
-    .unwrap();
-    let std = async_std::task::block_on(qmp_async_std::connect_unix(
-        daemons[2].socket(),
-        Options::default(),
-    ))
-    .unwrap();
+    let smol = smol::block_on(qmp_smol::Client::connect_unix(daemons[1].socket())).unwrap();
+    let std = async_std::task::block_on(qmp_async_std::Client::connect_unix(daemons[2].socket()))
+        .unwrap();
     // Ids: the clients' prefixes are 4 random letters, as raw's `abcd`; the counters start at
     // WARM_UP + 1 for all three.
     smol::block_on(pipelined(&smol, WARM_UP / PIPELINE as u64));

@@ -11,17 +11,16 @@
 
 use futures::future::{self, BoxFuture, Either};
 use futures::StreamExt;
-use qmp_async::{Client, Error, EventFilter, EventStream, Missed, Options};
+use qmp_async::{
+    Builder, CallOptions, Client, Error, EventFilter, EventStream, Missed, ProtocolError,
+};
 use qmp_proto::command::{AddFd, Closefd, Getfd, QueryFdsets, QueryStatus, QueryVersion};
-use qmp_proto::{CloseReason, ErrorClass, Event};
+use qmp_proto::{CloseReason, Config, ErrorClass, Event, SubmitError};
 use qmp_testkit::{Emulator, Endpoint, FaultPeer, Qemu, QemuOptions, Step, GREETING};
 use serde_json::{json, Value};
-use std::any::Any;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::path::Path;
+use std::os::fd::AsFd;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,51 +31,28 @@ pub const SCENARIO_LIMIT: Duration = Duration::from_secs(60);
 /// The longest one awaited step may take before the scenario fails.
 pub(crate) const STEP: Duration = Duration::from_secs(10);
 
-/// What a scenario needs from a runtime crate.
+/// What a scenario needs from a runtime crate: its [`qmp_async::Runtime`], and running futures.
 pub trait TestRuntime: Copy + Send + Sync + 'static {
+    /// The runtime crate's [`qmp_async::Runtime`].
+    type Rt: qmp_async::Runtime;
     /// Runs `future` to completion on this thread.
     fn block_on<T>(self, future: impl Future<Output = T>) -> T;
     /// Runs `future` as a task; the returned future yields its output.
-    fn spawn<T: Send + 'static>(
+    fn spawn_task<T: Send + 'static>(
         self,
         future: impl Future<Output = T> + Send + 'static,
     ) -> BoxFuture<'static, T>;
-    /// Completes after `duration`.
-    fn sleep(self, duration: Duration) -> BoxFuture<'static, ()>;
-    /// The runtime crate's [`qmp_async::Runtime`], for connections set up by hand.
-    fn runtime(self) -> Arc<dyn qmp_async::Runtime>;
-    /// The crate's `connect_unix`.
-    fn connect_unix(
-        self,
-        path: &Path,
-        options: Options,
-    ) -> BoxFuture<'static, Result<Client, Error>>;
-    /// The crate's `connect_tcp`.
-    fn connect_tcp(
-        self,
-        addr: SocketAddr,
-        options: Options,
-    ) -> BoxFuture<'static, Result<Client, Error>>;
-    /// The crate's `accept_unix` on a listener already bound.
-    fn accept_unix(
-        self,
-        listener: std::os::unix::net::UnixListener,
-        options: Options,
-    ) -> BoxFuture<'static, Result<Client, Error>>;
-    /// The crate's `spawn_stdio`; the second value is the child, killed when dropped.
-    #[allow(clippy::type_complexity)]
-    fn spawn_stdio(
-        self,
-        command: std::process::Command,
-        options: Options,
-    ) -> BoxFuture<'static, Result<(Client, Box<dyn Any + Send>), Error>>;
+    /// Completes after `duration` (the runtime's timer).
+    fn pause(self, duration: Duration) -> BoxFuture<'static, ()> {
+        <Self::Rt as qmp_async::Runtime>::sleep(duration)
+    }
 }
 
 /// Runs `scenario` on `rt` within [`SCENARIO_LIMIT`].
 pub fn run<R: TestRuntime, F: Future<Output = ()>>(rt: R, scenario: impl FnOnce(R) -> F) {
     rt.block_on(async move {
         let scenario = std::pin::pin!(scenario(rt));
-        if let Either::Right(_) = future::select(scenario, rt.sleep(SCENARIO_LIMIT)).await {
+        if let Either::Right(_) = future::select(scenario, rt.pause(SCENARIO_LIMIT)).await {
             panic!("scenario did not finish within {SCENARIO_LIMIT:?}");
         }
     });
@@ -87,7 +63,7 @@ pub fn run<R: TestRuntime, F: Future<Output = ()>>(rt: R, scenario: impl FnOnce(
 macro_rules! scenarios {
     ($rt:expr) => {
         $crate::scenarios!(@each $rt;
-            negotiation, errors, block_job_events, stop_cont_events, add_fd, quit,
+            negotiation, errors, block_job_events, stop_cont_events, event_queue, add_fd, quit,
             sigkill_mid_command, tcp_transport, stdio_transport, accept_mode, connect_timeout,
             call_timeout_discards_late_reply, pipelined_commands_are_in_flight_together,
             concurrent_calls_from_50_tasks, dropped_futures_never_desync, slow_subscriber_is_told,
@@ -111,7 +87,7 @@ macro_rules! scenarios {
 /// Awaits `f`, failing the scenario after [`STEP`].
 async fn step<R: TestRuntime, T>(rt: R, what: &str, f: impl Future<Output = T>) -> T {
     let f = std::pin::pin!(f);
-    match future::select(f, rt.sleep(STEP)).await {
+    match future::select(f, rt.pause(STEP)).await {
         Either::Left((v, _)) => v,
         Either::Right(_) => panic!("step '{what}' took longer than {STEP:?}"),
     }
@@ -125,27 +101,30 @@ fn system(test: &str) -> Option<Qemu> {
     Qemu::start(QemuOptions::new(Emulator::System), test)
 }
 
-fn oob() -> Options {
-    let mut o = Options::default();
-    o.config.request_oob = true;
-    o
+/// The defaults.
+fn plain<R: TestRuntime>() -> Builder<R::Rt> {
+    Client::<R::Rt>::builder()
 }
 
-fn with_prefix(prefix: &str) -> Options {
-    let mut o = Options::default();
-    o.config.id_prefix = Some(prefix.into());
-    o
+fn oob<R: TestRuntime>() -> Builder<R::Rt> {
+    plain::<R>().oob(true)
 }
 
-async fn connect<R: TestRuntime>(rt: R, q: &Qemu, options: Options) -> Client {
+fn with_prefix<R: TestRuntime>(prefix: &str) -> Builder<R::Rt> {
+    plain::<R>().config(Config {
+        id_prefix: Some(prefix.into()),
+        ..Config::default()
+    })
+}
+
+async fn connect<R: TestRuntime>(rt: R, q: &Qemu, builder: Builder<R::Rt>) -> Client<R::Rt> {
     // QEMU 10.0.2 mishandles a connection made right as its monitor socket starts listening (see
     // `stress`): it may close it without a greeting, or greet (once or twice) and then lose or
     // garble `qmp_capabilities` and never answer. The first try is short; then once more.
-    let mut first = options.clone();
-    first.connect_timeout = Some(STARTUP_TRY);
-    match step(rt, "connect", rt.connect_unix(q.socket(), first)).await {
-        Err(e) if e.is_disconnected() || matches!(e, Error::Timeout) => {
-            step(rt, "connect", rt.connect_unix(q.socket(), options))
+    let first = builder.clone().connect_timeout(STARTUP_TRY);
+    match step(rt, "connect", first.connect_unix(q.socket())).await {
+        Err(e) if e.is_disconnected() || e.is_timeout() => {
+            step(rt, "connect", builder.connect_unix(q.socket()))
                 .await
                 .expect("connect (second try)")
         }
@@ -165,20 +144,20 @@ async fn next_event<R: TestRuntime>(
 
 fn qmp_error(result: Result<Value, Error>) -> qmp_proto::QmpError {
     match result {
-        Err(Error::Qmp(e)) => e,
+        Err(Error::Qmp { error, .. }) => error,
         other => panic!("expected a QMP error, got {other:?}"),
     }
 }
 
-fn assert_idle(client: &Client) {
-    assert_eq!(client.outstanding(), 0, "commands left outstanding");
+fn assert_idle<R: qmp_async::Runtime>(client: &Client<R>) {
+    assert_eq!(client.pending(), 0, "commands left pending");
     assert_eq!(client.waiting(), 0, "reply slots left behind");
 }
 
 /// No unmatched replies, id-less errors or undecodable input were reported. A second greeting
 /// is allowed: QEMU 10.0.2 sometimes greets twice a client that connects right as its socket
 /// starts listening (measured: 16 of 60 connections made within a millisecond of `listen`).
-fn assert_no_warnings(client: &Client) {
+fn assert_no_warnings<R: qmp_async::Runtime>(client: &Client<R>) {
     let warnings: Vec<_> = client
         .take_warnings()
         .into_iter()
@@ -190,8 +169,8 @@ fn assert_no_warnings(client: &Client) {
 /// Greeting, `oob` negotiation, a typed query.
 pub async fn negotiation<R: TestRuntime>(rt: R) {
     let Some(q) = qsd("negotiation") else { return };
-    let client = connect(rt, &q, oob()).await;
-    let greeting = client.greeting().expect("greeting");
+    let client = connect(rt, &q, oob::<R>()).await;
+    let greeting = client.greeting().clone();
     assert!(greeting.has_capability("oob"));
     assert!(client.oob_enabled());
     let v = step(rt, "query-version", client.run(&QueryVersion))
@@ -209,13 +188,16 @@ pub async fn negotiation<R: TestRuntime>(rt: R) {
     assert_idle(&client);
     drop(client);
 
-    let plain = connect(rt, &q, Options::default()).await;
+    let plain = connect(rt, &q, plain::<R>()).await;
     assert!(!plain.oob_enabled());
     assert!(matches!(
-        plain.execute_oob("query-version", &()).await,
-        Err(Error::OobNotNegotiated)
+        plain.execute_oob("query-version", ()).await,
+        Err(Error::Refused {
+            reason: SubmitError::OobNotNegotiated,
+            ..
+        })
     ));
-    assert!(step(rt, "query", plain.execute("query-version", &()))
+    assert!(step(rt, "query", plain.execute("query-version", ()))
         .await
         .is_ok());
 }
@@ -231,14 +213,14 @@ impl qmp_proto::Command for VersionAsText {
 /// QMP errors, refused and mis-typed commands; the connection goes on.
 pub async fn errors<R: TestRuntime>(rt: R) {
     let Some(q) = qsd("errors") else { return };
-    let client = connect(rt, &q, Options::default()).await;
-    let e = qmp_error(step(rt, "unknown", client.execute("no-such-command", &())).await);
+    let client = connect(rt, &q, plain::<R>()).await;
+    let e = qmp_error(step(rt, "unknown", client.execute("no-such-command", ())).await);
     assert_eq!(e.class, ErrorClass::CommandNotFound);
     let e = qmp_error(
         step(
             rt,
             "del",
-            client.execute("blockdev-del", &json!({"node-name": "nope"})),
+            client.execute("blockdev-del", json!({"node-name": "nope"})),
         )
         .await,
     );
@@ -248,20 +230,23 @@ pub async fn errors<R: TestRuntime>(rt: R) {
         step(
             rt,
             "bad arg",
-            client.execute("query-version", &json!({"x": 1})),
+            client.execute("query-version", json!({"x": 1})),
         )
         .await,
     );
     assert_eq!(e.class, ErrorClass::GenericError);
     assert!(matches!(
         step(rt, "typed", client.run(&VersionAsText)).await,
-        Err(Error::Output(_))
+        Err(Error::Protocol {
+            problem: ProtocolError::UnexpectedReply(_),
+            ..
+        })
     ));
     assert!(matches!(
         client
-            .execute("blockdev-del", &json!({"node-name": "\u{ffff}"}))
+            .execute("blockdev-del", json!({"node-name": "\u{ffff}"}))
             .await,
-        Err(Error::Refused(_))
+        Err(Error::Refused { .. })
     ));
     assert!(step(rt, "after", client.run(&QueryVersion)).await.is_ok());
     assert_idle(&client);
@@ -273,7 +258,7 @@ pub async fn block_job_events<R: TestRuntime>(rt: R) {
     let Some(q) = qsd("block_job_events") else {
         return;
     };
-    let client = connect(rt, &q, Options::default()).await;
+    let client = connect(rt, &q, plain::<R>()).await;
     for node in ["n0", "n1"] {
         let args = json!({"driver": "null-co", "node-name": node, "size": 1048576});
         step(rt, "blockdev-add", client.execute("blockdev-add", &args))
@@ -285,7 +270,7 @@ pub async fn block_job_events<R: TestRuntime>(rt: R) {
             .matching(|e| e.data.get("id").and_then(Value::as_str) == Some("j0")),
     );
     let mut completed = client.subscribe(EventFilter::names(["BLOCK_JOB_COMPLETED"]));
-    let mut all = client.events();
+    let mut all = client.subscribe(EventFilter::all());
     let args = json!({"job-id": "j0", "device": "n0", "target": "n1", "sync": "full"});
     step(rt, "backup", client.execute("blockdev-backup", &args))
         .await
@@ -324,14 +309,14 @@ pub async fn stop_cont_events<R: TestRuntime>(rt: R) {
     let Some(q) = system("stop_cont_events") else {
         return;
     };
-    let client = connect(rt, &q, Options::default()).await;
+    let client = connect(rt, &q, plain::<R>()).await;
     let mut events = client.subscribe(EventFilter::names(["STOP", "RESUME"]));
-    step(rt, "stop", client.execute("stop", &())).await.unwrap();
+    step(rt, "stop", client.execute("stop", ())).await.unwrap();
     let e = next_event(rt, &mut events).await.unwrap().unwrap();
     assert_eq!(e.name, "STOP");
     let status = step(rt, "status", client.run(&QueryStatus)).await.unwrap();
     assert!(!status.running);
-    step(rt, "cont", client.execute("cont", &())).await.unwrap();
+    step(rt, "cont", client.execute("cont", ())).await.unwrap();
     let e = next_event(rt, &mut events).await.unwrap().unwrap();
     assert!(e.decode::<qmp_proto::events::Resume>().is_some());
     assert!(
@@ -342,18 +327,75 @@ pub async fn stop_cont_events<R: TestRuntime>(rt: R) {
     );
 }
 
+/// The connection's own event queue, as in the blocking client: `wait_event` finds an event
+/// that arrived before it was called and leaves the others queued in order; `next_event` and
+/// `events()` take from the same queue; an empty queue times out with the event's name.
+pub async fn event_queue<R: TestRuntime>(rt: R) {
+    let Some(q) = system("event_queue") else {
+        return;
+    };
+    let client = connect(rt, &q, plain::<R>()).await;
+    for command in ["stop", "cont", "stop", "cont"] {
+        step(rt, command, client.execute(command, ()))
+            .await
+            .unwrap();
+    }
+    // The second STOP, found by predicate among queued events; the others stay.
+    let mut stops = 0;
+    let second = step(
+        rt,
+        "wait_event",
+        client.wait_event(
+            "STOP",
+            |_| {
+                stops += 1;
+                stops == 2
+            },
+            STEP,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.name, "STOP");
+    let first = step(rt, "next_event", client.next_event(STEP))
+        .await
+        .unwrap();
+    assert_eq!(first.name, "STOP");
+    let mut events = client.events();
+    let names = [
+        step(rt, "events", events.next()).await.unwrap().name,
+        step(rt, "events", events.next()).await.unwrap().name,
+    ];
+    assert_eq!(names, ["RESUME", "RESUME"]);
+    assert_eq!(client.queued_events(), 0);
+    let e = client
+        .wait_event("STOP", |_| true, Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "timed out after 50 ms waiting for event STOP"
+    );
+    assert_eq!(client.dropped_events(), 0);
+}
+
 /// `add-fd` and `getfd` with a descriptor passed over the Unix socket.
 pub async fn add_fd<R: TestRuntime>(rt: R) {
     let Some(q) = system("add_fd") else { return };
-    let client = connect(rt, &q, Options::default()).await;
+    let client = connect(rt, &q, plain::<R>()).await;
     let file = std::fs::File::create(q.dir().join("fd-file")).unwrap();
     let add = AddFd {
         fdset_id: None,
         opaque: Some("scenario".into()),
     };
-    let info = step(rt, "add-fd", client.run_with_fds(&add, vec![file.into()]))
-        .await
-        .unwrap();
+    let fds = [file.as_fd()];
+    let info = step(
+        rt,
+        "add-fd",
+        client.run_with(&add, CallOptions::new().fds(&fds)),
+    )
+    .await
+    .unwrap();
     let sets = step(rt, "fdsets", client.run(&QueryFdsets)).await.unwrap();
     let set = sets.iter().find(|s| s.fdset_id == info.fdset_id).unwrap();
     assert_eq!(set.fds[0].fd, info.fd);
@@ -363,25 +405,31 @@ pub async fn add_fd<R: TestRuntime>(rt: R) {
     let getfd = Getfd {
         fdname: "f0".into(),
     };
-    step(rt, "getfd", client.run_with_fds(&getfd, vec![file.into()]))
-        .await
-        .unwrap();
+    let fds = [file.as_fd()];
+    step(
+        rt,
+        "getfd",
+        client.run_with(&getfd, CallOptions::new().fds(&fds)),
+    )
+    .await
+    .unwrap();
     let close = Closefd {
         fdname: "f0".into(),
     };
     step(rt, "closefd", client.run(&close)).await.unwrap();
     // Closing again fails: the descriptor really had arrived under that name.
-    assert!(matches!(client.run(&close).await, Err(Error::Qmp(_))));
+    assert!(matches!(client.run(&close).await, Err(Error::Qmp { .. })));
     // Without a descriptor, getfd fails and the connection goes on.
-    assert!(matches!(client.run(&getfd).await, Err(Error::Qmp(_))));
+    assert!(matches!(client.run(&getfd).await, Err(Error::Qmp { .. })));
     assert_idle(&client);
 }
 
-/// `quit`: the reply, the `SHUTDOWN` event, then the end of everything.
+/// `quit`: the reply, the `SHUTDOWN` event, then the end of everything; and `Client::quit`,
+/// which waits for that end.
 pub async fn quit<R: TestRuntime>(rt: R) {
     let Some(mut q) = system("quit") else { return };
-    let client = connect(rt, &q, Options::default()).await;
-    let mut events = client.events();
+    let client = connect(rt, &q, plain::<R>()).await;
+    let mut events = client.subscribe(EventFilter::all());
     step(rt, "quit", client.run(&qmp_proto::command::Quit))
         .await
         .unwrap();
@@ -389,15 +437,22 @@ pub async fn quit<R: TestRuntime>(rt: R) {
     let shutdown = e.decode::<qmp_proto::events::Shutdown>().unwrap().unwrap();
     assert_eq!(shutdown.reason, "host-qmp-quit");
     assert!(next_event(rt, &mut events).await.is_none(), "stream ends");
-    assert_eq!(
-        step(rt, "closed", client.closed()).await,
-        CloseReason::Disconnected
-    );
+    assert_eq!(step(rt, "closed", client.closed()).await, CloseReason::Quit);
     assert!(client
-        .execute("query-version", &())
+        .execute("query-version", ())
         .await
         .unwrap_err()
         .is_disconnected());
+    assert!(q.wait_exit(STEP));
+
+    // `Client::quit` waits for the end; the SHUTDOWN event stays readable after it.
+    let Some(mut q) = system("quit") else { return };
+    let client = connect(rt, &q, plain::<R>()).await;
+    step(rt, "Client::quit", client.quit()).await.unwrap();
+    assert!(!client.is_connected());
+    assert_eq!(client.close_reason(), Some(CloseReason::Quit));
+    let e = step(rt, "SHUTDOWN", client.next_event(STEP)).await.unwrap();
+    assert_eq!(e.name, "SHUTDOWN");
     assert!(q.wait_exit(STEP));
 }
 
@@ -406,14 +461,14 @@ pub async fn sigkill_mid_command<R: TestRuntime>(rt: R) {
     let Some(mut q) = qsd("sigkill_mid_command") else {
         return;
     };
-    let client = connect(rt, &q, Options::default()).await;
-    let mut events = client.events();
+    let client = connect(rt, &q, plain::<R>()).await;
+    let mut events = client.subscribe(EventFilter::all());
     let c = client.clone();
-    let calls = rt.spawn(async move {
-        let calls = (0..200).map(|_| c.execute("query-qmp-schema", &()));
+    let calls = rt.spawn_task(async move {
+        let calls = (0..200).map(|_| c.execute("query-qmp-schema", ()));
         future::join_all(calls).await
     });
-    rt.sleep(Duration::from_millis(20)).await;
+    rt.pause(Duration::from_millis(20)).await;
     q.kill();
     let results = step(rt, "all calls resolve", calls).await;
     let disconnected = results
@@ -425,9 +480,12 @@ pub async fn sigkill_mid_command<R: TestRuntime>(rt: R) {
         .iter()
         .all(|r| r.is_ok() || r.as_ref().is_err_and(Error::is_disconnected)));
     assert!(next_event(rt, &mut events).await.is_none(), "stream ends");
-    assert_eq!(client.close_reason(), Some(CloseReason::Disconnected));
+    assert!(matches!(
+        client.close_reason(),
+        Some(CloseReason::Disconnected(_))
+    ));
     assert!(client
-        .execute("query-version", &())
+        .execute("query-version", ())
         .await
         .unwrap_err()
         .is_disconnected());
@@ -442,35 +500,59 @@ pub async fn tcp_transport<R: TestRuntime>(rt: R) {
     let Some(_q) = Qemu::start(options, "tcp_transport") else {
         return;
     };
-    let client = step(rt, "connect", rt.connect_tcp(addr, Options::default()))
+    let client = step(rt, "connect", plain::<R>().connect_tcp(addr))
         .await
         .unwrap();
     assert!(step(rt, "query", client.run(&QueryVersion)).await.is_ok());
     let fd = std::fs::File::open("/dev/null").unwrap();
+    let fds = [fd.as_fd()];
     assert!(matches!(
         client
-            .execute_with_fds("getfd", &json!({"fdname": "x"}), vec![fd.into()])
+            .execute_with(
+                "getfd",
+                json!({"fdname": "x"}),
+                CallOptions::new().fds(&fds)
+            )
             .await,
-        Err(Error::FdPassingUnsupported)
+        Err(Error::FdPassingUnsupported { .. })
     ));
     assert!(step(rt, "query", client.run(&QueryVersion)).await.is_ok());
 }
 
-/// A QEMU spawned with its monitor on stdio.
+/// A QEMU spawned with its monitor on stdio; killed from outside, the connection ends and the
+/// client knows its exit status.
 pub async fn stdio_transport<R: TestRuntime>(rt: R) {
     if qmp_testkit::require(Emulator::StorageDaemon, "stdio_transport").is_none() {
         return;
     }
     let mut command = qmp_testkit::qemu_command(Emulator::StorageDaemon, "stdio", false);
     command.stderr(std::process::Stdio::null());
-    let (client, child) = step(rt, "spawn", rt.spawn_stdio(command, Options::default()))
+    let client = step(rt, "spawn", plain::<R>().spawn(command))
         .await
         .unwrap();
-    let mut events = client.events();
+    let mut events = client.subscribe(EventFilter::all());
     assert!(step(rt, "query", client.run(&QueryVersion)).await.is_ok());
-    drop(child); // kills QEMU
+    let pid = client.child_id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
     assert!(next_event(rt, &mut events).await.is_none(), "stream ends");
-    assert!(step(rt, "closed", client.closed()).await == CloseReason::Disconnected);
+    assert!(matches!(
+        step(rt, "closed", client.closed()).await,
+        CloseReason::Disconnected(_)
+    ));
+    let mut status = None;
+    for _ in 0..500 {
+        status = client.exit_status();
+        if status.is_some() {
+            break;
+        }
+        rt.pause(Duration::from_millis(2)).await;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.and_then(|s| s.signal()), Some(9), "{status:?}");
 }
 
 /// Accept mode: QEMU connects to our listener (with pretty, multi-line output).
@@ -484,17 +566,22 @@ pub async fn accept_mode<R: TestRuntime>(rt: R) {
     let Some(_q) = Qemu::start(options, "accept_mode") else {
         return;
     };
-    let client = step(rt, "accept", rt.accept_unix(listener, Options::default()))
+    let client = step(rt, "accept", plain::<R>().accept_unix(&listener))
         .await
         .unwrap();
     let v = step(rt, "query", client.run(&QueryVersion)).await.unwrap();
     assert!(v.qemu.major >= 1);
     let file = std::fs::File::open("/dev/null").unwrap();
+    let fds = [file.as_fd()];
     let e = qmp_error(
         step(
             rt,
             "getfd",
-            client.execute_with_fds("getfd", &json!({"fdname": "a"}), vec![file.into()]),
+            client.execute_with(
+                "getfd",
+                json!({"fdname": "a"}),
+                CallOptions::new().fds(&fds),
+            ),
         )
         .await
         .map(|_| json!("ok")),
@@ -508,19 +595,14 @@ pub async fn connect_timeout<R: TestRuntime>(rt: R) {
     let dir = qmp_testkit::TempDir::new().unwrap();
     let path = dir.path().join("silent.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    let options = Options {
-        connect_timeout: Some(Duration::from_millis(200)),
-        ..Options::default()
-    };
-    let r = step(rt, "connect", rt.connect_unix(&path, options.clone())).await;
-    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
-    let r = step(
-        rt,
-        "connect",
-        rt.connect_unix(&dir.path().join("none"), options),
-    )
-    .await;
-    assert!(matches!(r, Err(Error::Io(_))), "{r:?}");
+    let builder = plain::<R>().connect_timeout(Duration::from_millis(200));
+    let r = step(rt, "connect", builder.clone().connect_unix(&path)).await;
+    assert!(
+        matches!(&r, Err(Error::Timeout { waiting_for, .. }) if waiting_for.contains("greeting")),
+        "{r:?}"
+    );
+    let r = step(rt, "connect", builder.connect_unix(dir.path().join("none"))).await;
+    assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
 }
 
 fn reply(id: &str, value: Value) -> Vec<u8> {
@@ -552,27 +634,25 @@ pub async fn call_timeout_discards_late_reply<R: TestRuntime>(rt: R) {
         Step::ReadLines(5),
     ]);
     let peer = FaultPeer::start(script);
-    let mut options = with_prefix("t");
-    options.timeout = Some(Duration::from_millis(100));
-    let client = step(rt, "connect", rt.connect_unix(peer.path(), options))
+    let builder = with_prefix::<R>("t").timeout(Duration::from_millis(100));
+    let client = step(rt, "connect", builder.connect_unix(peer.path()))
         .await
         .unwrap();
-    assert!(matches!(
-        client.execute("slow", &()).await,
-        Err(Error::Timeout)
-    ));
+    let e = client.execute("slow", ()).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "timed out after 100 ms waiting for the reply to 'slow'"
+    );
     let relaxed = client.with_timeout(None);
     assert_eq!(
-        step(rt, "next", relaxed.execute("b", &())).await.unwrap(),
+        step(rt, "next", relaxed.execute("b", ())).await.unwrap(),
         json!({"n": 2})
     );
-    assert_eq!(client.stats().discarded_replies, 1);
+    assert_eq!(client.stats().session.discarded_replies, 1);
     // Per call: a longer limit than the default lets the slow reply arrive.
     let patient = client.with_timeout(Some(Duration::from_secs(5)));
     assert_eq!(
-        step(rt, "patient", patient.execute("c", &()))
-            .await
-            .unwrap(),
+        step(rt, "patient", patient.execute("c", ())).await.unwrap(),
         json!({"n": 3})
     );
     assert_idle(&client);
@@ -595,7 +675,7 @@ pub async fn pipelined_commands_are_in_flight_together<R: TestRuntime>(rt: R) {
     let client = step(
         rt,
         "connect",
-        rt.connect_unix(peer.path(), with_prefix("p")),
+        with_prefix::<R>("p").connect_unix(peer.path()),
     )
     .await
     .unwrap();
@@ -613,13 +693,13 @@ pub async fn concurrent_calls_from_50_tasks<R: TestRuntime>(rt: R) {
     let Some(q) = qsd("concurrent_calls_from_50_tasks") else {
         return;
     };
-    let client = connect(rt, &q, Options::default()).await;
+    let client = connect(rt, &q, plain::<R>()).await;
     let expected = client.run(&QueryVersion).await.unwrap();
     let tasks: Vec<_> = (0..50)
         .map(|t| {
             let client = client.clone();
             let expected = expected.clone();
-            rt.spawn(async move {
+            rt.spawn_task(async move {
                 let mut correct = 0;
                 for i in 0..20 {
                     if (t + i) % 2 == 0 {
@@ -669,7 +749,7 @@ pub async fn dropped_futures_never_desync<R: TestRuntime>(rt: R) {
     let Some(q) = qsd("dropped_futures_never_desync") else {
         return;
     };
-    let client = connect(rt, &q, Options::default()).await;
+    let client = connect(rt, &q, plain::<R>()).await;
     let expected = client.run(&QueryVersion).await.unwrap();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rand = move || {
@@ -717,7 +797,7 @@ pub async fn dropped_futures_never_desync<R: TestRuntime>(rt: R) {
     assert_idle(&client);
     assert_no_warnings(&client);
     assert!(
-        client.stats().discarded_replies > 0,
+        client.stats().session.discarded_replies > 0,
         "some late replies were discarded"
     );
 }
@@ -728,12 +808,12 @@ pub async fn slow_subscriber_is_told<R: TestRuntime>(rt: R) {
     let Some(q) = system("slow_subscriber_is_told") else {
         return;
     };
-    let client = connect(rt, &q, Options::default()).await;
+    let client = connect(rt, &q, plain::<R>()).await;
     let mut slow = client.subscribe(EventFilter::all().buffer(4));
-    let mut fast = client.events();
+    let mut fast = client.subscribe(EventFilter::all());
     for _ in 0..20 {
-        step(rt, "stop", client.execute("stop", &())).await.unwrap();
-        step(rt, "cont", client.execute("cont", &())).await.unwrap();
+        step(rt, "stop", client.execute("stop", ())).await.unwrap();
+        step(rt, "cont", client.execute("cont", ())).await.unwrap();
     }
     for i in 0..40 {
         let e = next_event(rt, &mut fast).await.unwrap().unwrap();
@@ -766,12 +846,12 @@ pub async fn event_flood_never_stalls<R: TestRuntime>(rt: R) {
     let client = step(
         rt,
         "connect",
-        rt.connect_unix(peer.path(), with_prefix("f")),
+        with_prefix::<R>("f").connect_unix(peer.path()),
     )
     .await
     .unwrap();
     let mut events = client.subscribe(EventFilter::names(["FLOOD"]).buffer(16));
-    let r = step(rt, "call", client.execute("x", &())).await.unwrap();
+    let r = step(rt, "call", client.execute("x", ())).await.unwrap();
     assert_eq!(r, json!({"ok": true}));
     assert_eq!(
         next_event(rt, &mut events).await,
@@ -779,14 +859,14 @@ pub async fn event_flood_never_stalls<R: TestRuntime>(rt: R) {
     );
     let first = next_event(rt, &mut events).await.unwrap().unwrap();
     assert_eq!(first.data["i"], 10_000 - 16);
-    assert_eq!(client.stats().events, 10_000);
+    assert_eq!(client.stats().session.events, 10_000);
 }
 
 /// `exec-oob` travels as such: QEMU answers that `query-version` does not support it.
 pub async fn exec_oob<R: TestRuntime>(rt: R) {
     let Some(q) = qsd("exec_oob") else { return };
-    let client = connect(rt, &q, oob()).await;
-    let e = qmp_error(step(rt, "oob", client.execute_oob("query-version", &())).await);
+    let client = connect(rt, &q, oob::<R>()).await;
+    let e = qmp_error(step(rt, "oob", client.execute_oob("query-version", ())).await);
     assert!(e.desc.contains("OOB"), "{}", e.desc);
     assert!(step(rt, "inband", client.run(&QueryVersion)).await.is_ok());
     assert_idle(&client);
@@ -809,11 +889,11 @@ pub async fn double_greeting_and_ungreeted_close<R: TestRuntime>(rt: R) {
     let client = step(
         rt,
         "connect",
-        rt.connect_unix(peer.path(), with_prefix("g")),
+        with_prefix::<R>("g").connect_unix(peer.path()),
     )
     .await
     .unwrap();
-    let r = step(rt, "call", client.execute("x", &())).await.unwrap();
+    let r = step(rt, "call", client.execute("x", ())).await.unwrap();
     assert_eq!(r, json!({"ok": true}));
     assert!(
         matches!(
@@ -826,11 +906,6 @@ pub async fn double_greeting_and_ungreeted_close<R: TestRuntime>(rt: R) {
     peer.join();
 
     let peer = FaultPeer::start(vec![Step::Close]);
-    let r = step(
-        rt,
-        "connect",
-        rt.connect_unix(peer.path(), Options::default()),
-    )
-    .await;
+    let r = step(rt, "connect", plain::<R>().connect_unix(peer.path())).await;
     assert!(matches!(&r, Err(e) if e.is_disconnected()), "{r:?}");
 }

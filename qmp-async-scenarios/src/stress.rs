@@ -17,7 +17,8 @@
 use crate::{TestRuntime, STEP};
 use async_io::Async;
 use futures::future::{self, Either};
-use qmp_async::{Client, Options};
+use qmp_async::{Client, Error};
+use qmp_proto::{CloseReason, Handshake};
 use qmp_testkit::{Emulator, Qemu, QemuOptions};
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -83,8 +84,8 @@ impl Drop for Hog {
     }
 }
 
-enum Outcome {
-    Ok(Client),
+enum Outcome<R> {
+    Ok(Client<R>),
     ClosedWithoutGreeting,
     ClosedAfterGreeting(String),
     Refused(String),
@@ -152,7 +153,7 @@ async fn open<R: TestRuntime>(
     loop {
         match Async::<UnixStream>::connect(target.path()).await {
             Err(_) if target.eager() && target.alive() && Instant::now() < deadline => {
-                rt.sleep(Duration::from_micros(50)).await;
+                rt.pause(Duration::from_micros(50)).await;
             }
             r => return r,
         }
@@ -160,34 +161,36 @@ async fn open<R: TestRuntime>(
 }
 
 /// One connect and `query-version`, within [`STALL`].
-async fn attempt<R: TestRuntime>(rt: R, target: &mut Target<'_>) -> Outcome {
+async fn attempt<R: TestRuntime>(rt: R, target: &mut Target<'_>) -> Outcome<R::Rt> {
     let stream = match step_io(rt, open(rt, target)).await {
         Ok(s) => s,
         Err(e) => return Outcome::Refused(format!("{e}; {}", target.describe())),
     };
     let spare = stream.get_ref().try_clone().expect("dup socket");
     let transport = qmp_async::unix::transport(stream);
-    let (client, driver) = qmp_async::connection(transport, &Options::default(), rt.runtime());
-    rt.runtime().spawn(Box::pin(driver));
     let started = Instant::now();
-    let c = client.clone();
-    let call = Box::pin(async move { c.execute("query-version", &()).await });
-    match future::select(call, rt.sleep(STALL)).await {
-        Either::Left((Ok(_), _)) => Outcome::Ok(client),
-        Either::Left((Err(e), _)) if e.is_disconnected() && client.greeting().is_none() => {
-            Outcome::ClosedWithoutGreeting
+    let connect = Client::<R::Rt>::builder()
+        .connect_timeout(STALL)
+        .connect_transport(transport);
+    let (e, engine) = match connect.await {
+        Ok(client) => match client.execute("query-version", ()).await {
+            Ok(_) => return Outcome::Ok(client),
+            Err(e) => (e, client.debug_io()),
+        },
+        Err(e) => (e, String::new()),
+    };
+    match &e {
+        Error::Disconnected {
+            reason: CloseReason::Disconnected(d),
+            ..
+        } if d.handshake == Some(Handshake::AwaitingGreeting) => Outcome::ClosedWithoutGreeting,
+        e if e.is_disconnected() => {
+            Outcome::ClosedAfterGreeting(format!("{e} {engine}; {}", target.describe()))
         }
-        Either::Left((Err(e), _)) if e.is_disconnected() => {
-            Outcome::ClosedAfterGreeting(format!("{}; {}", client.debug_io(), target.describe()))
-        }
-        Either::Left((Err(e), _)) => panic!("query-version: {e} ({})", client.debug_io()),
-        Either::Right(((), call)) => {
-            let engine = client.debug_io();
-            drop(call);
-            drop(client);
-            // The driver has closed its descriptor (or will, at its next poll); what the kernel
-            // still holds for our socket arrived and was never read.
-            rt.sleep(Duration::from_millis(200)).await;
+        Error::Timeout { waiting_for, .. } => {
+            // The connection is closed now; what the kernel still holds for our socket arrived
+            // and was never read.
+            rt.pause(Duration::from_millis(200)).await;
             let mut unread = Vec::new();
             let mut buf = [0u8; 4096];
             let mut spare = spare;
@@ -199,19 +202,20 @@ async fn attempt<R: TestRuntime>(rt: R, target: &mut Target<'_>) -> Outcome {
                 }
             }
             Outcome::Stalled(format!(
-                "after {:?} ({}): engine: {engine}; unread in the socket: {} bytes {:?}",
+                "after {:?} ({}): waiting for {waiting_for}; unread in the socket: {} bytes {:?}",
                 started.elapsed(),
                 target.describe(),
                 unread.len(),
                 String::from_utf8_lossy(&unread[..unread.len().min(200)])
             ))
         }
+        e => panic!("query-version: {e} ({engine})"),
     }
 }
 
 async fn step_io<R: TestRuntime, T>(rt: R, f: impl std::future::Future<Output = T>) -> T {
     let f = std::pin::pin!(f);
-    match future::select(f, rt.sleep(STEP)).await {
+    match future::select(f, rt.pause(STEP)).await {
         Either::Left((v, _)) => v,
         Either::Right(_) => panic!("socket connect took longer than {STEP:?}"),
     }

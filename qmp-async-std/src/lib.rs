@@ -1,7 +1,8 @@
 //! A QEMU Machine Protocol (QMP) client for the [async-std](https://docs.rs/async-std) runtime.
 //!
 //! async-std is deprecated upstream in favour of smol; this crate keeps working for existing
-//! async-std programs, and `qmp-smol` offers the same API. All the client logic lives in
+//! async-std programs, and `qmp-smol` offers the same API. The API is qmp-blocking's, with
+//! `.await` (the table is in the repository's docs/API.md). All the client logic lives in
 //! [`qmp_async`]; this crate only connects with async-std's sockets and processes, spawns the
 //! connection's driver with `async_std::task::spawn` and lends async-std's timers. Unix sockets
 //! go through async-io, the reactor async-std itself runs on, because sending file descriptors
@@ -9,16 +10,16 @@
 //!
 //! ```no_run
 //! use futures::StreamExt;
-//! use qmp_async_std::{EventFilter, Options};
+//! use qmp_async_std::{Client, EventFilter};
 //! use qmp_proto::command::QueryVersion;
 //!
 //! async_std::task::block_on(async {
-//!     let client = qmp_async_std::connect_unix("/tmp/qmp.sock", Options::default()).await?;
+//!     let client = Client::connect_unix("/tmp/qmp.sock").await?;
 //!     let mut stops = client.subscribe(EventFilter::names(["STOP"]));
 //!     let version = client.run(&QueryVersion).await?; // typed
 //!     let status = client.query("status").await?; // query-status, as a Value
 //!     println!("QEMU {}.{}, VM is {}", version.qemu.major, version.qemu.minor, status["status"]);
-//!     client.execute("stop", &()).await?;
+//!     client.execute("stop", ()).await?;
 //!     if let Some(Ok(event)) = stops.next().await {
 //!         println!("{} at {:?}", event.name, event.timestamp);
 //!     }
@@ -30,91 +31,104 @@
 #![deny(missing_docs)]
 
 pub use qmp_async::{
-    Call, Client, CloseReason, Config, Driver, Error, Event, EventFilter, EventStream, Missed,
-    Options, Runtime, Transport,
+    Call, CallOptions, CloseReason, Command, Config, Error, Event, EventFilter, EventStream,
+    Events, Greeting, Limits, Missed, ProtocolError, QmpError, Stats, Transport, Warning,
 };
 
+use async_io::Async;
 use async_std::net::TcpStream;
-use async_std::os::unix::net::UnixListener;
-use async_std::process::{Child, Command, Stdio};
-use std::future::Future;
+use async_std::process::{Child, Command as Process, Stdio};
+use futures::future::BoxFuture;
+use futures::io::AsyncRead;
+use qmp_async::ChildProcess;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::process::ExitStatus;
 use std::time::Duration;
 
-/// async-std as a [`Runtime`]: drivers run as async-std tasks, timers are
-/// `async_std::task::sleep`.
+/// A QMP client on async-std: [`qmp_async::Client`] with async-std's sockets, processes and
+/// timers.
+pub type Client = qmp_async::Client<AsyncStd>;
+/// Configures and opens a [`Client`]: [`qmp_async::Builder`] on async-std.
+pub type Builder = qmp_async::Builder<AsyncStd>;
+/// The connection's background task on async-std (spawned by the connect functions).
+pub type Driver = qmp_async::Driver<AsyncStd>;
+
+/// async-std as a [`qmp_async::Runtime`]: drivers run as async-std tasks, timers are
+/// `async_std::task::sleep`, Unix sockets go through async-io (async-std's reactor) with fd
+/// passing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AsyncStd;
 
-impl Runtime for AsyncStd {
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+impl qmp_async::Runtime for AsyncStd {
+    fn spawn(future: BoxFuture<'static, ()>) {
         async_std::task::spawn(future);
     }
 
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn sleep(duration: Duration) -> BoxFuture<'static, ()> {
         Box::pin(async_std::task::sleep(duration))
+    }
+
+    fn connect_unix(path: &Path) -> BoxFuture<'static, io::Result<Transport>> {
+        Box::pin(qmp_async::unix::connect(path.to_owned()))
+    }
+
+    fn connect_tcp(addr: SocketAddr) -> BoxFuture<'static, io::Result<Transport>> {
+        Box::pin(async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(Transport::new(stream.clone(), stream))
+        })
+    }
+
+    fn accept_unix(listener: &UnixListener) -> BoxFuture<'_, io::Result<Transport>> {
+        let listener = listener.try_clone().and_then(Async::new);
+        Box::pin(async move { qmp_async::unix::accept(&listener?).await })
+    }
+
+    fn spawn_process(
+        command: std::process::Command,
+    ) -> io::Result<(Transport, Box<dyn ChildProcess>)> {
+        let mut command = Process::from(command);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn()?;
+        let pipes = child.stdout.take().zip(child.stdin.take());
+        let (stdout, stdin) = pipes.ok_or_else(|| io::Error::other("child has no stdio pipes"))?;
+        Ok((
+            Transport::new(stdout, stdin),
+            Box::new(AsyncStdChild(child)),
+        ))
     }
 }
 
-fn runtime() -> Arc<dyn Runtime> {
-    Arc::new(AsyncStd)
+/// A spawned QEMU on async-std (killed when dropped).
+struct AsyncStdChild(Child);
+
+impl ChildProcess for AsyncStdChild {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn kill(&mut self) -> io::Result<()> {
+        self.0.kill()
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.0.try_status()
+    }
+
+    fn take_stderr(&mut self) -> Option<Box<dyn AsyncRead + Send + Unpin>> {
+        let stderr = self.0.stderr.take()?;
+        Some(Box::new(stderr))
+    }
 }
 
-/// Connects to a monitor listening on the Unix socket `path` (`-qmp unix:PATH,server=on`).
-/// File descriptors can be passed on this connection.
-pub async fn connect_unix(path: impl AsRef<Path>, options: Options) -> Result<Client, Error> {
-    qmp_async::connect(qmp_async::unix::connect(path), &options, runtime()).await
-}
-
-/// Connects to a monitor listening on TCP (`-qmp tcp:HOST:PORT,server=on`).
-pub async fn connect_tcp(addr: SocketAddr, options: Options) -> Result<Client, Error> {
-    let open = async move {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Transport::new(stream.clone(), stream))
-    };
-    qmp_async::connect(open, &options, runtime()).await
-}
-
-/// Waits for QEMU to connect to `listener` (accept mode: QEMU started with `-qmp unix:PATH`
-/// without `server=on`, after the listener was bound) and connects over that socket.
-/// `options.connect_timeout` covers the wait.
-pub async fn accept_unix(listener: &UnixListener, options: Options) -> Result<Client, Error> {
-    let open = async move {
-        let (stream, _) = listener.accept().await?;
-        // Same socket, registered with async-io directly for fd passing (see the crate docs).
-        let stream = std::os::unix::net::UnixStream::from(OwnedFd::from(stream));
-        Ok(qmp_async::unix::transport(async_io::Async::new(stream)?))
-    };
-    qmp_async::connect(open, &options, runtime()).await
-}
-
-/// Spawns `command`, a QEMU with its monitor on standard input and output (`-qmp stdio`, or
-/// `-chardev stdio,id=m -mon chardev=m,mode=control`), and connects to it. The child is killed
-/// when its [`Child`] handle is dropped.
-pub async fn spawn_stdio(
-    command: std::process::Command,
-    options: Options,
-) -> Result<(Client, Child), Error> {
-    let mut command = Command::from(command);
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command.spawn()?;
-    let pipes = child.stdout.take().zip(child.stdin.take());
-    let (stdout, stdin) = pipes.ok_or_else(|| io::Error::other("child has no stdio pipes"))?;
-    let open = async move { Ok(Transport::new(stdout, stdin)) };
-    let client = qmp_async::connect(open, &options, runtime()).await?;
-    Ok((client, child))
-}
-
-/// Connects over any transport (e.g. a pipe pair), spawning its driver as an async-std task.
-pub async fn connect(transport: Transport, options: Options) -> Result<Client, Error> {
-    qmp_async::connect(async { Ok(transport) }, &options, runtime()).await
-}
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -13,15 +13,19 @@
 
 use crate::shared::{Inner, Shared, Wakeups};
 use crate::transport::Transport;
+use crate::Runtime;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::io::{AsyncRead, AsyncWrite};
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 const READ_BUFFER: usize = 64 * 1024;
 /// Commands are gathered into one write up to this many bytes.
@@ -47,7 +51,6 @@ pub(crate) struct Io {
     out_pos: usize,
     fd_chunk: Option<FdChunk>,
     needs_flush: bool,
-    write_failed: bool,
     /// Diagnostics: bytes read and written, reads that returned data, reads that found nothing.
     pub(crate) bytes_read: u64,
     pub(crate) bytes_written: u64,
@@ -67,13 +70,24 @@ impl Io {
             out_pos: 0,
             fd_chunk: None,
             needs_flush: false,
-            write_failed: false,
             bytes_read: 0,
             bytes_written: 0,
             first_bytes: Vec::new(),
             reads: 0,
             reads_pending: 0,
         }
+    }
+
+    /// Bytes moved, reads made, and the first bytes read: for diagnosing a stalled connection.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} bytes written, {} bytes in {} reads ({} found nothing); first bytes read: {:?}",
+            self.bytes_written,
+            self.bytes_read,
+            self.reads,
+            self.reads_pending,
+            String::from_utf8_lossy(&self.first_bytes)
+        )
     }
 
     pub(crate) fn can_pass_fds(&self) -> bool {
@@ -84,13 +98,13 @@ impl Io {
 /// The driver's turn: reads and writes until both would block (its waker is then registered
 /// with the reactor) or the connection closes. Wakers to call after unlocking go to `wakeups`.
 fn pump(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) {
-    if s.closed.is_some() {
+    if s.closed() {
         return;
     }
     for _ in 0..ROUNDS_PER_PUMP {
         let read = read_side(s, cx, wakeups);
-        let wrote = write_side(s, cx);
-        if s.closed.is_some() || (!read && !wrote) {
+        let wrote = write_side(s, cx, wakeups);
+        if s.closed() || (!read && !wrote) {
             return;
         }
     }
@@ -121,12 +135,12 @@ fn read_side(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) -> boo
         }
         Poll::Ready(end) => {
             // EOF, or an error such as ECONNRESET: both end the stream (rule 13). The session
-            // delivers what was complete, then fails what is pending.
+            // delivers what was complete, then fails what is pending (after `quit`: a clean end).
             io.read_done = true;
-            if let Err(e) = end {
-                s.io_error = Some(e);
+            match end {
+                Ok(_) => s.session.receive_eof(),
+                Err(e) => s.session.read_failed(&e),
             }
-            s.session.receive_eof();
         }
     }
     s.route(wakeups);
@@ -136,28 +150,28 @@ fn read_side(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) -> boo
 /// A call's turn: writes what the session releases, as far as the socket takes it now. Whatever
 /// is left (the socket is full) is the driver's to finish: it is woken.
 pub(crate) fn write_now(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) {
-    if s.closed.is_some() {
+    if s.closed() {
         return;
     }
-    write_side(s, cx);
+    write_side(s, cx, wakeups);
     let io = &s.io;
-    if !io.write_failed && (io.out_pos < io.out.len() || io.fd_chunk.is_some() || io.needs_flush) {
+    if s.closed() || io.out_pos < io.out.len() || io.fd_chunk.is_some() || io.needs_flush {
         wakeups.push(s.driver_waker.take());
     }
 }
 
 /// Writes what is queued; true when something happened.
-fn write_side(s: &mut Shared, cx: &mut Context<'_>) -> bool {
+fn write_side(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) -> bool {
     let mut progress = false;
-    while !s.io.write_failed {
+    while !s.closed() {
         match write_step(s, cx) {
             Poll::Ready(Ok(true)) => progress = true,
             Poll::Ready(Ok(false)) | Poll::Pending => break,
             Poll::Ready(Err(e)) => {
-                // Keep reading: replies QEMU already sent and the end of the stream still come
-                // in, and end the session properly.
-                s.io.write_failed = true;
-                s.io_error.get_or_insert(e);
+                // A command cut off mid-way would desync the stream (rule 11): the connection
+                // is given up, and every pending command fails with this error.
+                s.session.write_failed(&e);
+                s.route(wakeups);
                 progress = true;
             }
         }
@@ -217,11 +231,10 @@ fn write_step(s: &mut Shared, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
             break;
         };
         taken = true;
-        if t.fds > 0 {
-            let fds = s.fds.remove(&t.id).unwrap_or_default();
+        if !t.fds.is_empty() {
             io.fd_chunk = Some(FdChunk {
                 bytes: t.bytes,
-                fds,
+                fds: t.fds,
                 sent: 0,
             });
             break;
@@ -231,59 +244,90 @@ fn write_step(s: &mut Shared, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
     Poll::Ready(Ok(taken))
 }
 
-/// The connection's background task: spawn it on any executor (the runtime crates do). It
-/// completes when the connection closes: QEMU hung up, negotiation failed, or every
+/// The connection's background task: the runtime crates spawn it on their executor. It reads
+/// all the time, writes what calls could not finish, times out calls whose deadline passed (one
+/// timer for the whole connection, set for the earliest deadline), and completes when the
+/// connection closes: QEMU hung up, negotiation failed, or every
 /// [`Client`](crate::Client) and [`EventStream`](crate::EventStream) was dropped.
 #[must_use = "the connection does nothing unless its driver is spawned or awaited"]
-pub struct Driver {
+pub struct Driver<R> {
     inner: Arc<Inner>,
+    /// The timer for the earliest deadline, and when it fires.
+    timer: Option<(Instant, BoxFuture<'static, ()>)>,
+    _runtime: PhantomData<fn() -> R>,
 }
 
-impl Driver {
+impl<R: Runtime> Driver<R> {
     pub(crate) fn new(inner: Arc<Inner>) -> Self {
-        Driver { inner }
-    }
-}
-
-impl Future for Driver {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut wakeups = Wakeups::default();
-        let done = {
-            let mut s = self.inner.lock();
-            s.driver_polls += 1;
-            // Registered before looking for work, so work queued after this is not missed.
-            if !s
-                .driver_waker
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                s.driver_waker = Some(cx.waker().clone());
-            }
-            if s.users == 0 {
-                // Nobody can send or listen any more: close from our side.
-                s.session.close();
-                s.route(&mut wakeups);
-            }
-            pump(&mut s, cx, &mut wakeups);
-            // Closed: the socket closes now, even while handles are alive.
-            let closed = Transport::new(futures::io::empty(), futures::io::sink());
-            s.closed
-                .is_some()
-                .then(|| std::mem::replace(&mut s.io.transport, closed))
-        };
-        wakeups.wake();
-        let done = done.is_some();
-        if done {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+        Driver {
+            inner,
+            timer: None,
+            _runtime: PhantomData,
         }
     }
 }
 
-impl fmt::Debug for Driver {
+impl<R: Runtime> Future for Driver<R> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            let mut wakeups = Wakeups::default();
+            let (done, earliest) = {
+                let mut s = this.inner.lock();
+                // Registered before looking for work, so work queued after this is not missed.
+                if !s
+                    .driver_waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    s.driver_waker = Some(cx.waker().clone());
+                }
+                if s.users == 0 {
+                    // Nobody can send or listen any more: close from our side.
+                    s.session.close();
+                    s.route(&mut wakeups);
+                }
+                pump(&mut s, cx, &mut wakeups);
+                s.expire(Instant::now(), &mut wakeups);
+                let done = s.closed().then(|| {
+                    // Closed: the socket closes now, even while handles are alive.
+                    let closed = Transport::new(futures::io::empty(), futures::io::sink());
+                    std::mem::replace(&mut s.io.transport, closed)
+                });
+                let earliest = s.deadlines.first().map(|&(at, _)| at);
+                // Only an earlier deadline needs a new timer: a timer that fires too early
+                // (its call was answered) is set again for the next deadline then.
+                if let Some(at) = earliest {
+                    if this.timer.as_ref().is_none_or(|(t, _)| at < *t) {
+                        this.timer =
+                            Some((at, R::sleep(at.saturating_duration_since(Instant::now()))));
+                    }
+                }
+                s.timer_at = this.timer.as_ref().map(|(t, _)| *t);
+                (done.is_some(), earliest)
+            };
+            wakeups.wake();
+            if done {
+                return Poll::Ready(());
+            }
+            let Some((_, sleep)) = this.timer.as_mut() else {
+                return Poll::Pending;
+            };
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.timer = None;
+            if earliest.is_none() {
+                this.inner.lock().timer_at = None;
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl<R> fmt::Debug for Driver<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Driver").finish_non_exhaustive()
     }

@@ -1,11 +1,13 @@
-//! QMP events as a [`Stream`]: any number of subscribers, each with its own filter and its own
-//! bounded queue.
+//! QMP events as [`Stream`]s: the connection's own queue ([`Events`], shared by `next_event`
+//! and `wait_event`, as in the blocking client), and any number of subscribers, each with its own
+//! filter and its own bounded queue ([`EventStream`]).
 //!
-//! The driver never waits for a subscriber (QEMU must always be read, or replies queue behind
-//! unread events). When a subscriber's queue is full, its oldest event is dropped and counted; the
-//! stream then yields [`Missed`] with that count before the events that follow the gap.
+//! The driver never waits for a consumer (QEMU must always be read, or replies queue behind
+//! unread events: rule 10). When a queue is full, its oldest event is dropped and counted; a
+//! subscriber's stream then yields [`Missed`] with that count before the events that follow the
+//! gap.
 
-use crate::shared::{Inner, Wakeups};
+use crate::shared::{register, Inner, Wakeups};
 use futures::Stream;
 use qmp_proto::Event;
 use std::collections::VecDeque;
@@ -59,7 +61,7 @@ impl EventFilter {
     }
 
     /// How many unread events this subscriber may hold (at least 1); default
-    /// [`Options::event_buffer`](crate::Options::event_buffer).
+    /// [`Builder::subscriber_buffer`](crate::Builder::subscriber_buffer).
     pub fn buffer(mut self, events: usize) -> Self {
         self.buffer = Some(events);
         self
@@ -136,7 +138,7 @@ impl EventStream {
     pub(crate) fn new(inner: Arc<Inner>, filter: EventFilter) -> Self {
         let id = {
             let mut s = inner.lock();
-            let capacity = filter.buffer.unwrap_or(s.event_buffer).max(1);
+            let capacity = filter.buffer.unwrap_or(s.subscriber_buffer).max(1);
             let id = s.next_subscriber;
             s.next_subscriber += 1;
             s.users += 1;
@@ -161,7 +163,7 @@ impl Stream for EventStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut s = self.inner.lock();
-        let closed = s.closed.is_some();
+        let closed = s.closed();
         let Some(sub) = s.subscribers.get_mut(&self.id) else {
             return Poll::Ready(None);
         };
@@ -199,5 +201,35 @@ impl Drop for EventStream {
 impl fmt::Debug for EventStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventStream").field("id", &self.id).finish()
+    }
+}
+
+/// The connection's event queue as a [`Stream`], from [`Client::events`](crate::Client::events):
+/// it takes events from the same queue as `next_event` and `wait_event` (so each event goes to
+/// one reader), oldest first, including those that arrived before it was made. It ends when the
+/// connection has closed and the queue is empty.
+pub struct Events<'a> {
+    pub(crate) inner: &'a Arc<Inner>,
+}
+
+impl Stream for Events<'_> {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let mut s = self.inner.lock();
+        if let Some(event) = s.events.pop() {
+            return Poll::Ready(Some(event));
+        }
+        if s.closed() {
+            return Poll::Ready(None);
+        }
+        register(&mut s.event_waiters, cx.waker());
+        Poll::Pending
+    }
+}
+
+impl fmt::Debug for Events<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
     }
 }

@@ -1,156 +1,60 @@
 //! The async engine of qmp-rs: one implementation of a QMP client over any
-//! `futures::io::{AsyncRead, AsyncWrite}` transport, shared by `qmp-smol` and `qmp-async-std` and
-//! usable from any other runtime.
+//! `futures::io::{AsyncRead, AsyncWrite}` transport, shared by `qmp-smol`, `qmp-async-std` and
+//! `qmp-tokio`, and usable from any other runtime through [`Runtime`].
 //!
-//! The engine moves bytes, routes replies and fans out events; every protocol decision is
-//! [`qmp_proto::Session`]'s. A runtime supplies two things through [`Runtime`]: spawning the
-//! connection's [`Driver`] task and sleeping (for timeouts).
+//! The engine moves bytes, routes replies, fans out events and times out calls; every protocol
+//! decision is [`qmp_proto::Session`]'s. A runtime supplies what is runtime-specific through
+//! [`Runtime`]: spawning the connection's [`Driver`] task, sleeping, and opening sockets and
+//! processes. Each runtime crate exports `Client` as `qmp_async::Client<ItsRuntime>`, so the API
+//! below is the same on every runtime — and the same as qmp-blocking's, with `.await`.
 //!
 //! ```no_run
-//! use qmp_async::{Options, Runtime, Transport};
+//! # async fn f<R: qmp_async::Runtime>() -> Result<(), qmp_async::Error> {
 //! use qmp_proto::command::QueryVersion;
-//! # async fn f(runtime: std::sync::Arc<dyn Runtime>, transport: Transport) -> Result<(), qmp_async::Error> {
-//! let client = qmp_async::connect(async { Ok(transport) }, &Options::default(), runtime).await?;
+//! use std::time::Duration;
+//! let client = qmp_async::Client::<R>::connect_unix("/run/qemu/vm1.qmp").await?;
 //! let version = client.run(&QueryVersion).await?;
 //! println!("QEMU {}.{}", version.qemu.major, version.qemu.minor);
+//! client.execute("stop", ()).await?;
+//! client.wait_event("STOP", |_| true, Duration::from_secs(5)).await?;
+//! client.quit().await?;
 //! # Ok(()) }
 //! ```
 //!
 //! # How it works
 //! One [`Driver`] task per connection reads: it feeds the session, routes each reply to the slot
-//! of the call waiting for it, and copies each event into the queue of every subscriber whose
-//! filter takes it. A call writes its own command on its first poll (the driver writes whatever
-//! the socket did not take at once, and what flow control releases later). Bytes to write move
-//! from the session into the connection's buffer first, so calls can be dropped at any point
-//! without desynchronising the connection.
+//! of the call waiting for it, and puts each event in the connection's queue and in the queue of
+//! every subscriber whose filter takes it. A call writes its own command on its first poll (the
+//! driver writes whatever the socket did not take at once, and what flow control releases
+//! later). Bytes to write move from the session into the connection's buffer first, so calls can
+//! be dropped at any point without desynchronising the connection. Call timeouts are deadlines
+//! the driver keeps, with one timer for the earliest. Details: docs/async-engine.md.
 
 #![deny(missing_docs)]
 
+mod builder;
+mod call;
 mod client;
 mod driver;
-mod error;
 mod events;
+mod runtime;
 mod shared;
 mod transport;
 #[cfg(feature = "async-io")]
 pub mod unix;
 
-pub use client::{Call, Client};
+pub use builder::Builder;
+pub use call::{Call, CallOptions};
+pub use client::{Client, Stats};
 pub use driver::Driver;
-pub use error::Error;
-pub use events::{EventFilter, EventStream, Missed};
-pub use qmp_proto::{CloseReason, Config, Event, Greeting, QmpError};
+pub use events::{EventFilter, EventStream, Events, Missed};
+pub use qmp_proto::{CloseReason, Command, Config, Event, Greeting, Limits, QmpError, Warning};
+/// The error of every call, shared by every client of this workspace (see [`qmp_proto::Error`]).
+pub use qmp_proto::{Error, ProtocolError};
+pub use runtime::{ChildProcess, Runtime};
 pub use transport::{SendFds, Transport};
 
-use futures::future::BoxFuture;
-use qmp_proto::Session;
-use shared::{Inner, Shared};
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// What the engine needs from an async runtime.
-pub trait Runtime: Send + Sync + 'static {
-    /// Runs `future` in the background to completion.
-    fn spawn(&self, future: BoxFuture<'static, ()>);
-    /// A future that completes after `duration`.
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
-}
-
-/// Options of a connection.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// The session's configuration (limits, `oob`, id prefix).
-    pub config: Config,
-    /// How long connecting may take, up to the end of capability negotiation. Default: 10 s.
-    pub connect_timeout: Option<Duration>,
-    /// The timeout of every call, unless a handle sets its own ([`Client::with_timeout`]).
-    /// Default: none.
-    pub timeout: Option<Duration>,
-    /// How many unread events each subscriber may hold before the oldest are dropped (and
-    /// counted). Default: 1024.
-    pub event_buffer: usize,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            config: Config::default(),
-            connect_timeout: Some(Duration::from_secs(10)),
-            timeout: None,
-            event_buffer: 1024,
-        }
-    }
-}
-
-/// Sets up a connection over `transport` without spawning anything (hyper's `handshake` style):
-/// returns the handle and the driver task, which the caller must spawn for anything to happen.
-/// `runtime` provides the timers of timeouts. Commands issued before negotiation completes are
-/// queued; [`connect`] is this plus spawning and waiting for negotiation.
-pub fn connection(
-    transport: Transport,
-    options: &Options,
-    runtime: Arc<dyn Runtime>,
-) -> (Client, Driver) {
-    let shared = Shared {
-        session: Session::new(options.config.clone()),
-        io: driver::Io::new(transport),
-        slots: HashMap::new(),
-        fds: HashMap::new(),
-        subscribers: HashMap::new(),
-        next_subscriber: 0,
-        driver_waker: None,
-        watchers: Vec::new(),
-        ready: false,
-        closed: None,
-        users: 1,
-        warnings: VecDeque::new(),
-        io_error: None,
-        event_buffer: options.event_buffer.max(1),
-        driver_polls: 0,
-    };
-    let inner = Arc::new(Inner {
-        shared: Mutex::new(shared),
-        runtime,
-    });
-    let driver = Driver::new(inner.clone());
-    (Client::new(inner, options.timeout), driver)
-}
-
-/// Connects: opens the transport with `open` (e.g. [`unix::connect`]), spawns the driver on
-/// `runtime` and waits for capability negotiation, all within `options.connect_timeout`.
-pub async fn connect<F>(
-    open: F,
-    options: &Options,
-    runtime: Arc<dyn Runtime>,
-) -> Result<Client, Error>
-where
-    F: Future<Output = std::io::Result<Transport>>,
-{
-    let limit = options.connect_timeout;
-    let rt = runtime.clone();
-    timeout(&*rt, limit, async move {
-        let (client, driver) = connection(open.await?, options, runtime.clone());
-        runtime.spawn(Box::pin(driver));
-        client.ready().await?;
-        Ok(client)
-    })
-    .await?
-}
-
-/// Runs `future` with a time limit (`None`: no limit) on `runtime`'s timer.
-pub async fn timeout<F: Future>(
-    runtime: &dyn Runtime,
-    limit: Option<Duration>,
-    future: F,
-) -> Result<F::Output, Error> {
-    let Some(limit) = limit else {
-        return Ok(future.await);
-    };
-    let future = std::pin::pin!(future);
-    match futures::future::select(future, runtime.sleep(limit)).await {
-        futures::future::Either::Left((out, _)) => Ok(out),
-        futures::future::Either::Right(_) => Err(Error::Timeout),
-    }
-}
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,55 +1,68 @@
-//! State shared by the handles and the driver of one connection, behind one mutex.
+//! State shared by the handles, calls, streams and the driver of one connection, behind one mutex.
 //!
 //! The lock is held only for short, non-blocking work (feeding the session, routing its outputs,
-//! queueing a command), never across an `.await` or an I/O call.
+//! queueing a command, one non-blocking syscall), never across an `.await`.
 
 use crate::driver::Io;
 use crate::events::Subscriber;
-use crate::Runtime;
-use qmp_proto::{CloseReason, CommandError, CommandId, Greeting, Output, Session, Warning};
+use crate::ChildProcess;
+use qmp_proto::{BoundedQueue, CommandError, CommandId, EventQueue, Output, Session, Warning};
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
-use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeSet, HashMap};
+use std::process::ExitStatus;
+use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
+use std::time::Instant;
 
-/// Most warnings kept for [`crate::Client::take_warnings`]; older ones are dropped (and counted).
-pub(crate) const WARNINGS_KEPT: usize = 64;
+/// Most warnings kept for [`crate::Client::take_warnings`]; older ones are dropped.
+const WARNINGS_KEPT: usize = 64;
 
-/// One command's reply slot, from submission until its future takes the result or is dropped.
-#[derive(Default)]
+/// How a call ended, before its future takes it.
+pub(crate) enum Outcome {
+    Reply(Result<Value, CommandError>),
+    /// Its deadline passed; the driver abandoned the command.
+    TimedOut,
+}
+
+/// One command's reply slot, from submission until its future takes the outcome or is dropped.
 pub(crate) struct Slot {
-    pub(crate) result: Option<Result<Value, CommandError>>,
+    pub(crate) outcome: Option<Outcome>,
     pub(crate) waker: Option<Waker>,
+    pub(crate) deadline: Option<Instant>,
 }
 
 pub(crate) struct Shared {
     pub(crate) session: Session,
-    /// The transport and its buffers; see [`crate::driver::pump`].
+    /// The transport and its buffers; see [`crate::driver`].
     pub(crate) io: Io,
     pub(crate) slots: HashMap<CommandId, Slot>,
-    /// Descriptors of queued commands, handed to the driver with the command's bytes.
-    pub(crate) fds: HashMap<CommandId, Vec<OwnedFd>>,
+    /// Deadlines of calls waiting for replies, earliest first; the driver times them out.
+    pub(crate) deadlines: BTreeSet<(Instant, CommandId)>,
+    /// When the driver's timer is set to fire, if it is set.
+    pub(crate) timer_at: Option<Instant>,
     pub(crate) subscribers: HashMap<u64, Subscriber>,
     pub(crate) next_subscriber: u64,
+    /// Events for `next_event`, `wait_event` and `events()` (rule 10: bounded, oldest dropped).
+    pub(crate) events: EventQueue,
+    /// Tasks waiting for an event in `events`.
+    pub(crate) event_waiters: Vec<Waker>,
     pub(crate) driver_waker: Option<Waker>,
-    /// Waiters for readiness or closing (connect, `Client::closed`).
+    /// Tasks waiting for negotiation or the end (connect, `quit`, `Client::closed`).
     pub(crate) watchers: Vec<Waker>,
-    pub(crate) ready: bool,
-    pub(crate) closed: Option<CloseReason>,
     /// Client handles and event streams alive; at zero the driver closes the connection.
     pub(crate) users: usize,
-    pub(crate) warnings: VecDeque<Warning>,
-    /// The I/O error that ended the connection, if one did.
-    pub(crate) io_error: Option<std::io::Error>,
-    pub(crate) event_buffer: usize,
-    /// Diagnostics: how often the driver task was polled.
-    pub(crate) driver_polls: u64,
+    pub(crate) warnings: BoundedQueue<Warning>,
+    /// Default queue size of a subscriber.
+    pub(crate) subscriber_buffer: usize,
+    pub(crate) child: Option<Box<dyn ChildProcess>>,
+    pub(crate) exit_status: Option<ExitStatus>,
 }
 
+/// The lock and what never changes.
 pub(crate) struct Inner {
     pub(crate) shared: Mutex<Shared>,
-    pub(crate) runtime: Arc<dyn Runtime>,
+    /// `unix:PATH`, `tcp:ADDR`, `stdio:PROGRAM`, `io`: for messages.
+    pub(crate) label: String,
 }
 
 impl Inner {
@@ -71,6 +84,10 @@ impl Wakeups {
         }
     }
 
+    pub(crate) fn append(&mut self, wakers: &mut Vec<Waker>) {
+        self.0.append(wakers);
+    }
+
     pub(crate) fn wake(self) {
         for w in self.0 {
             w.wake();
@@ -78,23 +95,55 @@ impl Wakeups {
     }
 }
 
+/// Keeps `waker` in `list` once.
+pub(crate) fn register(list: &mut Vec<Waker>, waker: &Waker) {
+    if !list.iter().any(|w| w.will_wake(waker)) {
+        list.push(waker.clone());
+    }
+}
+
 impl Shared {
-    /// Drains the session's outputs: replies to their slots, events to subscribers, warnings to
-    /// the ring, readiness and closing to the watchers.
+    pub(crate) fn new(session: Session, io: Io, event_capacity: usize, buffer: usize) -> Self {
+        Shared {
+            session,
+            io,
+            slots: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            timer_at: None,
+            subscribers: HashMap::new(),
+            next_subscriber: 0,
+            events: EventQueue::new(event_capacity),
+            event_waiters: Vec::new(),
+            driver_waker: None,
+            watchers: Vec::new(),
+            users: 1,
+            warnings: BoundedQueue::new(WARNINGS_KEPT),
+            subscriber_buffer: buffer.max(1),
+            child: None,
+            exit_status: None,
+        }
+    }
+
+    pub(crate) fn closed(&self) -> bool {
+        self.session.state() == qmp_proto::State::Closed
+    }
+
+    /// Drains the session's outputs: replies to their slots, events to the queue and the
+    /// subscribers, warnings to the ring, readiness and closing to the watchers.
     pub(crate) fn route(&mut self, wakeups: &mut Wakeups) {
         while let Some(output) = self.session.poll_output() {
             match output {
                 Output::Greeting(_) => {}
-                Output::Ready => {
-                    self.ready = true;
-                    wakeups.0.append(&mut self.watchers);
-                }
+                Output::Ready => wakeups.append(&mut self.watchers),
                 Output::Reply { id, result } => {
-                    // A dropped caller removed its slot and abandoned the id under this lock, so
-                    // a missing slot is a reply nobody waits for any more.
+                    // A dropped call removed its slot and abandoned the id under this lock, so a
+                    // missing slot is a reply nobody waits for any more.
                     if let Some(slot) = self.slots.get_mut(&id) {
-                        slot.result = Some(result);
+                        slot.outcome = Some(Outcome::Reply(result));
                         wakeups.push(slot.waker.take());
+                        if let Some(d) = slot.deadline.take() {
+                            self.deadlines.remove(&(d, id));
+                        }
                     }
                 }
                 Output::Event(event) => {
@@ -103,19 +152,13 @@ impl Shared {
                             wakeups.push(sub.waker.take());
                         }
                     }
+                    self.events.push(event);
+                    wakeups.append(&mut self.event_waiters);
                 }
-                Output::Warning(w) => {
-                    if self.warnings.len() == WARNINGS_KEPT {
-                        self.warnings.pop_front();
-                    }
-                    self.warnings.push_back(w);
-                }
-                Output::Closed(reason) => {
-                    self.closed = Some(reason);
-                    // Commands were answered by the session before `Closed`; these are only
-                    // descriptors of commands that were never sent.
-                    self.fds.clear();
-                    wakeups.0.append(&mut self.watchers);
+                Output::Warning(w) => self.warnings.push(w),
+                Output::Closed(_) => {
+                    wakeups.append(&mut self.watchers);
+                    wakeups.append(&mut self.event_waiters);
                     wakeups.push(self.driver_waker.take());
                     for sub in self.subscribers.values_mut() {
                         wakeups.push(sub.waker.take());
@@ -125,14 +168,41 @@ impl Shared {
         }
     }
 
-    pub(crate) fn greeting(&self) -> Option<Greeting> {
-        self.session.greeting().cloned()
+    /// Times out the calls whose deadline is at or before `now`: each is abandoned in the
+    /// session (its late reply is discarded, rule 11) and its future woken.
+    pub(crate) fn expire(&mut self, now: Instant, wakeups: &mut Wakeups) {
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.deadline = None;
+                if slot.outcome.is_none() {
+                    self.session.abandon(id);
+                    slot.outcome = Some(Outcome::TimedOut);
+                    wakeups.push(slot.waker.take());
+                }
+            }
+        }
     }
 
-    /// Registers `waker` once among the watchers.
-    pub(crate) fn watch(&mut self, waker: &Waker) {
-        if !self.watchers.iter().any(|w| w.will_wake(waker)) {
-            self.watchers.push(waker.clone());
+    /// Forgets the slot of a call whose future is gone or done.
+    pub(crate) fn remove_slot(&mut self, id: CommandId) -> Option<Slot> {
+        let slot = self.slots.remove(&id)?;
+        if let Some(d) = slot.deadline {
+            self.deadlines.remove(&(d, id));
         }
+        Some(slot)
+    }
+
+    /// The exit status of a spawned QEMU, once it has exited (reaping it).
+    pub(crate) fn exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exit_status.is_none() {
+            if let Some(c) = self.child.as_mut() {
+                self.exit_status = c.try_wait().ok().flatten();
+            }
+        }
+        self.exit_status
     }
 }

@@ -7,8 +7,9 @@
 use futures::future::BoxFuture;
 use futures::io::{AsyncRead, AsyncWrite};
 use futures::task::noop_waker_ref;
-use qmp_async::{Client, Driver, Error, Options, Runtime, Transport};
+use qmp_async::{ChildProcess, Client, Config, Error, Runtime, Transport};
 use serde_json::{json, Value};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -112,16 +113,41 @@ impl AsyncWrite for Peer {
     }
 }
 
-/// Nothing is spawned (the test polls the driver) and no timer fires.
-struct NoRuntime;
+thread_local! {
+    /// What `Manual::spawn` was given on this thread: the driver, for the test to poll.
+    static SPAWNED: RefCell<Vec<BoxFuture<'static, ()>>> = const { RefCell::new(Vec::new()) };
+    /// How many timers `Manual::sleep` made on this thread.
+    static TIMERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
-impl Runtime for NoRuntime {
-    fn spawn(&self, _: BoxFuture<'static, ()>) {
-        unreachable!("the tests poll the driver themselves")
+/// A runtime the test drives by hand: spawning keeps the future for the test to poll, and no
+/// timer ever fires.
+struct Manual;
+
+impl Runtime for Manual {
+    fn spawn(future: BoxFuture<'static, ()>) {
+        SPAWNED.with(|s| s.borrow_mut().push(future));
     }
 
-    fn sleep(&self, _: Duration) -> BoxFuture<'static, ()> {
+    fn sleep(_: Duration) -> BoxFuture<'static, ()> {
+        TIMERS.with(|t| t.set(t.get() + 1));
         Box::pin(futures::future::pending())
+    }
+
+    fn connect_unix(_: &std::path::Path) -> BoxFuture<'static, io::Result<Transport>> {
+        unreachable!("the tests bring their own transport")
+    }
+
+    fn connect_tcp(_: std::net::SocketAddr) -> BoxFuture<'static, io::Result<Transport>> {
+        unreachable!("the tests bring their own transport")
+    }
+
+    fn accept_unix(_: &std::os::unix::net::UnixListener) -> BoxFuture<'_, io::Result<Transport>> {
+        unreachable!("the tests bring their own transport")
+    }
+
+    fn spawn_process(_: std::process::Command) -> io::Result<(Transport, Box<dyn ChildProcess>)> {
+        unreachable!("the tests bring their own transport")
     }
 }
 
@@ -130,15 +156,25 @@ fn poll<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
 }
 
 /// A negotiated connection with ids `t1`, `t2`, ...; the driver is polled by hand.
-fn connected() -> (Client, Driver, Peer) {
+fn connected() -> (Client<Manual>, BoxFuture<'static, ()>, Peer) {
     let peer = Peer(Arc::new(Mutex::new(Wire {
         max_write: usize::MAX,
         ..Wire::default()
     })));
-    let mut options = Options::default();
-    options.config.id_prefix = Some("t".into());
+    let config = Config {
+        id_prefix: Some("t".into()),
+        ..Config::default()
+    };
     let transport = Transport::new(peer.clone(), peer.clone());
-    let (client, mut driver) = qmp_async::connection(transport, &options, Arc::new(NoRuntime));
+    let mut connect = Box::pin(
+        Client::<Manual>::builder()
+            .config(config)
+            .connect_transport(transport),
+    );
+    assert!(poll(&mut connect).is_pending());
+    let mut driver = SPAWNED
+        .with(|s| s.borrow_mut().pop())
+        .expect("driver spawned");
     peer.send(GREETING);
     assert!(poll(&mut driver).is_pending());
     assert_eq!(
@@ -147,6 +183,9 @@ fn connected() -> (Client, Driver, Peer) {
     );
     peer.reply("t0", json!({}));
     assert!(poll(&mut driver).is_pending());
+    let Poll::Ready(Ok(client)) = poll(&mut connect) else {
+        panic!("not connected")
+    };
     peer.0.lock().unwrap().writes.clear();
     (client, driver, peer)
 }
@@ -158,12 +197,12 @@ fn command(id: &str) -> String {
 #[test]
 fn a_call_dropped_before_its_first_poll_is_never_sent() {
     let (client, mut driver, peer) = connected();
-    let call = client.execute("query-version", &());
-    assert_eq!(client.outstanding(), 1, "submitted when made");
+    let call = client.execute("query-version", ());
+    assert_eq!(client.pending(), 1, "submitted when made");
     drop(call);
-    assert_eq!(client.outstanding(), 0);
+    assert_eq!(client.pending(), 0);
     assert_eq!(client.waiting(), 0);
-    let mut next = client.execute("query-version", &());
+    let mut next = client.execute("query-version", ());
     assert!(poll(&mut next).is_pending());
     assert_eq!(peer.received(), command("t2"), "t1 was never written");
     peer.reply("t2", json!({"n": 2}));
@@ -177,12 +216,12 @@ fn a_call_dropped_before_its_first_poll_is_never_sent() {
 #[test]
 fn a_call_dropped_on_the_wire_has_its_late_reply_discarded() {
     let (client, mut driver, peer) = connected();
-    let mut call = client.execute("query-version", &());
+    let mut call = client.execute("query-version", ());
     assert!(poll(&mut call).is_pending());
     assert_eq!(peer.received(), command("t1"));
     drop(call);
     assert_eq!(client.waiting(), 0);
-    let mut next = client.execute("query-version", &());
+    let mut next = client.execute("query-version", ());
     assert!(poll(&mut next).is_pending());
     peer.reply("t1", json!({"late": true}));
     peer.reply("t2", json!({"n": 2}));
@@ -191,22 +230,22 @@ fn a_call_dropped_on_the_wire_has_its_late_reply_discarded() {
         poll(&mut next).map(Result::unwrap),
         Poll::Ready(json!({"n": 2}))
     );
-    assert_eq!(client.stats().discarded_replies, 1);
+    assert_eq!(client.stats().session.discarded_replies, 1);
     assert!(client.take_warnings().is_empty());
-    assert_eq!((client.outstanding(), client.waiting()), (0, 0));
+    assert_eq!((client.pending(), client.waiting()), (0, 0));
 }
 
 #[test]
 fn a_call_dropped_after_its_reply_arrived_leaves_nothing_behind() {
     let (client, mut driver, peer) = connected();
-    let mut call = client.execute("query-version", &());
+    let mut call = client.execute("query-version", ());
     assert!(poll(&mut call).is_pending());
     peer.reply("t1", json!({}));
     assert!(poll(&mut driver).is_pending());
     assert_eq!(client.waiting(), 1, "the reply waits in its slot");
     drop(call);
-    assert_eq!((client.outstanding(), client.waiting()), (0, 0));
-    assert_eq!(client.stats().discarded_replies, 0);
+    assert_eq!((client.pending(), client.waiting()), (0, 0));
+    assert_eq!(client.stats().session.discarded_replies, 0);
 }
 
 #[test]
@@ -227,7 +266,7 @@ fn a_command_cut_short_by_the_socket_is_finished_by_the_driver_after_the_call_is
     assert!(peer.write_calls() > 3);
     // The connection stays in sync: the dropped command's reply is discarded.
     peer.set_max_write(usize::MAX);
-    let mut next = client.execute("query-version", &());
+    let mut next = client.execute("query-version", ());
     assert!(poll(&mut next).is_pending());
     peer.reply("t1", json!({}));
     peer.reply("t2", json!({"n": 2}));
@@ -242,7 +281,7 @@ fn a_command_cut_short_by_the_socket_is_finished_by_the_driver_after_the_call_is
 fn calls_made_together_are_written_in_one_write() {
     let (client, mut driver, peer) = connected();
     let mut calls: Vec<_> = (0..100)
-        .map(|_| client.execute("query-version", &()))
+        .map(|_| client.execute("query-version", ()))
         .collect();
     assert!(poll(&mut calls[0]).is_pending());
     assert_eq!(peer.write_calls(), 1, "one write for 100 commands");
@@ -298,11 +337,61 @@ fn query_runs_query_what_and_run_is_typed() {
 #[test]
 fn a_refused_command_fails_at_once_and_sends_nothing() {
     let (client, _driver, peer) = connected();
-    let mut call = client.execute("blockdev-del", &json!({"node-name": "\u{ffff}"}));
+    let mut call = client.execute("blockdev-del", json!({"node-name": "\u{ffff}"}));
     assert!(matches!(
         poll(&mut call),
-        Poll::Ready(Err(Error::Refused(_)))
+        Poll::Ready(Err(Error::Refused { .. }))
     ));
     assert_eq!(peer.received(), "");
-    assert_eq!((client.outstanding(), client.waiting()), (0, 0));
+    assert_eq!((client.pending(), client.waiting()), (0, 0));
+}
+
+#[test]
+fn a_call_past_its_deadline_times_out_and_its_late_reply_is_discarded() {
+    let (client, mut driver, peer) = connected();
+    let mut call = client.execute_timeout("query-version", (), Duration::ZERO);
+    assert!(poll(&mut call).is_pending());
+    assert_eq!(peer.received(), command("t1"));
+    // The driver keeps the deadlines: at its next turn the call is timed out and abandoned.
+    assert!(poll(&mut driver).is_pending());
+    match poll(&mut call) {
+        Poll::Ready(Err(e)) => {
+            assert!(e.is_timeout());
+            assert_eq!(
+                e.to_string(),
+                "timed out after 0 µs waiting for the reply to 'query-version'"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((client.pending(), client.waiting()), (0, 0));
+    let mut next = client.execute("query-version", ());
+    assert!(poll(&mut next).is_pending());
+    peer.reply("t1", json!({"late": true}));
+    peer.reply("t2", json!({"n": 2}));
+    assert!(poll(&mut driver).is_pending());
+    assert_eq!(
+        poll(&mut next).map(Result::unwrap),
+        Poll::Ready(json!({"n": 2}))
+    );
+    assert_eq!(client.stats().session.discarded_replies, 1);
+}
+
+#[test]
+fn one_timer_serves_every_call_of_a_connection() {
+    let (client, mut driver, peer) = connected();
+    TIMERS.with(|t| t.set(0));
+    for k in 1..=100 {
+        let mut call = client.execute("query-version", ());
+        assert!(poll(&mut call).is_pending());
+        assert!(poll(&mut driver).is_pending());
+        peer.reply(&format!("t{k}"), json!({ "k": k }));
+        assert!(poll(&mut driver).is_pending());
+        assert_eq!(
+            poll(&mut call).map(Result::unwrap),
+            Poll::Ready(json!({ "k": k }))
+        );
+    }
+    // Each call had the default 30 s deadline; the timer set for the first one still stands.
+    assert_eq!(TIMERS.with(|t| t.get()), 1);
 }

@@ -59,19 +59,35 @@
 
 #![deny(missing_docs)]
 
+mod builder;
+mod child;
 mod client;
-mod error;
 mod events;
+mod handlers;
 mod pool;
+mod reader;
+mod shared;
+mod slots;
 mod transport;
+mod writer;
 
-pub use client::{Builder, CallOptions, Client, Stats};
-pub use error::{Error, ProtocolError};
-pub use events::{Events, HandlerId, HandlerPanic};
+pub use builder::Builder;
+pub use client::{CallOptions, Client, Stats};
+pub use events::Events;
+pub use handlers::{HandlerId, HandlerPanic};
+/// The error of every call, shared by every client of this workspace (see [`qmp_proto::Error`]).
+pub use qmp_proto::{Error, ProtocolError};
 
 pub use qmp_proto;
 /// Typed commands (`QueryStatus`, `Stop`, `AddFd`, ...) for [`Client::run`], from qmp-proto.
 pub use qmp_proto::command;
 /// Typed event data (`Shutdown`, `JobStatusChange`, ...) for [`Event::decode`], from qmp-proto.
 pub use qmp_proto::events as event_data;
-pub use qmp_proto::{Command, Config, ErrorClass, Event, Greeting, Limits, QmpError, Warning};
+pub use qmp_proto::{
+    CloseReason, Command, Config, ErrorClass, Event, Greeting, Limits, QmpError, Warning,
+};
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

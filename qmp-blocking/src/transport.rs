@@ -3,52 +3,17 @@
 //! A connection is split in three: the read half (owned by the reader thread), the write half
 //! (shared by callers under a lock) and a way to wake the reader thread when the client closes.
 
+use crate::writer::Writer;
 use crate::Error;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// The write half.
-pub(crate) enum Writer {
-    /// A Unix socket: the only one that can carry file descriptors.
-    Unix(UnixStream),
-    Tcp(TcpStream),
-    Other(Box<dyn Write + Send>),
-}
-
-impl Writer {
-    /// Writes one command with one write call (plus more only if the OS takes less), attaching
-    /// `fds` to the first call.
-    pub(crate) fn write_command(&mut self, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
-        if !fds.is_empty() {
-            let Writer::Unix(s) = self else {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "file descriptors need a Unix socket",
-                ));
-            };
-            let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-            let sent = qmp_fdpass::send_with_fds(s.as_fd(), bytes, &borrowed)?;
-            // The descriptors travelled with the first byte; the rest goes without them.
-            return s.write_all(&bytes[sent..]);
-        }
-        match self {
-            Writer::Unix(s) => s.write_all(bytes),
-            Writer::Tcp(s) => s.write_all(bytes),
-            Writer::Other(w) => {
-                w.write_all(bytes)?;
-                w.flush()
-            }
-        }
-    }
-}
 
 /// How to make a blocked read of the reader thread return when the client closes.
 pub(crate) enum Waker {
@@ -211,6 +176,7 @@ impl Connection {
 
     pub(crate) fn spawn(mut command: Command) -> Result<Self, Error> {
         let label = format!("stdio:{}", command.get_program().to_string_lossy());
+        qmp_proto::command_line::add_stdio_monitor(&mut command);
         command.stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut child = command
             .spawn()

@@ -107,7 +107,10 @@ fn stdio_exit_before_the_greeting_reports_the_exit_status() {
     let e = within("spawn", move || {
         Client::builder().connect_timeout(T).spawn(cmd).unwrap_err()
     });
-    assert!(e.is_disconnected(), "{e:?}");
+    assert!(
+        matches!(&e, Error::Exited { status, .. } if status.code() == Some(3)),
+        "{e:?}"
+    );
     assert!(
         e.to_string().contains("QEMU exited (exit status: 3)"),
         "{e}"
@@ -125,6 +128,58 @@ fn stdio_quit_waits_for_exit() {
     exercise(&c);
     c.quit().unwrap();
     assert!(c.exit_status().unwrap().success());
+}
+
+#[test]
+fn spawn_adds_the_stdio_monitor_a_bare_command_line_lacks() {
+    for emulator in [Emulator::System, Emulator::StorageDaemon] {
+        if qmp_testkit::require(emulator, "spawn_adds_the_stdio_monitor").is_none() {
+            return;
+        }
+        // No monitor at all on the command line: the client adds -qmp stdio (or the storage
+        // daemon's --chardev stdio monitor) instead of waiting for a greeting that never comes.
+        let mut cmd = std::process::Command::new(emulator.binary());
+        if emulator == Emulator::System {
+            cmd.args(["-M", "none", "-nodefaults", "-display", "none"]);
+        }
+        cmd.stderr(Stdio::null());
+        let c = within("spawn", move || {
+            Client::builder()
+                .timeout(T)
+                .connect_timeout(T)
+                .spawn(cmd)
+                .unwrap()
+        });
+        exercise(&c);
+        c.quit().unwrap();
+    }
+}
+
+#[test]
+fn a_spawned_qemu_killed_from_outside_is_reaped_with_its_status() {
+    if qmp_testkit::require(Emulator::StorageDaemon, "killed_from_outside").is_none() {
+        return;
+    }
+    let mut cmd = qemu_command(Emulator::StorageDaemon, "stdio", false);
+    cmd.stderr(Stdio::null());
+    let c = Client::builder().timeout(T).spawn(cmd).unwrap();
+    let pid = c.child_id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The reader sees the end of QEMU's stdout and reaps it: no zombie, no quit() or drop needed.
+    let e = c.next_event(T).unwrap_err();
+    assert!(e.is_disconnected(), "{e:?}");
+    use std::os::unix::process::ExitStatusExt;
+    let status = c.exit_status().expect("reaped when its stdout closed");
+    assert_eq!(status.signal(), Some(9));
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    assert!(
+        zombie.is_none(),
+        "{pid} still in the process table: {zombie:?}"
+    );
 }
 
 #[test]

@@ -59,21 +59,27 @@ impl Monitor {
                 "no reply to {name} from {} within {:?} (raise --timeout for slow commands)",
                 self.target, self.timeout
             )),
-            Error::Disconnected { detail, .. } => self.closed(detail),
-            Error::Closed => self.closed(None),
-            Error::Refused { source, .. } => {
-                Failure::usage(format!("cannot send {name}: {source}"))
+            Error::Disconnected { reason, .. } => self.closed(&reason.to_string()),
+            Error::Closed { .. } => self.closed("closed by qmp"),
+            Error::Refused { reason, .. } => {
+                Failure::usage(format!("cannot send {name}: {reason}"))
             }
             e => Failure::connection(e.to_string()),
         })
     }
 
-    fn closed(&self, detail: Option<String>) -> Failure {
-        Failure::connection(format!(
-            "{} closed the connection ({})",
-            self.target,
-            detail.as_deref().unwrap_or("end of stream")
-        ))
+    /// `quit`: QEMU exits; waits (up to the timeout) until it has closed the connection.
+    pub(crate) fn quit(&self) -> Result<(), Failure> {
+        let result = self.client.quit();
+        self.report();
+        result.map_err(|e| match e {
+            Error::Disconnected { reason, .. } => self.closed(&reason.to_string()),
+            e => Failure::connection(e.to_string()),
+        })
+    }
+
+    fn closed(&self, detail: &str) -> Failure {
+        Failure::connection(format!("{} closed the connection ({detail})", self.target))
     }
 
     /// Runs an HMP command line and returns its text output.
@@ -94,7 +100,11 @@ impl Monitor {
     pub(crate) fn next_event(&self, timeout: Option<Duration>) -> Recv {
         let next = match timeout {
             Some(t) => self.client.next_event(t),
-            None => self.client.events().next().ok_or(Error::Closed),
+            None => self
+                .client
+                .events()
+                .next()
+                .ok_or(Error::Closed { command: None }),
         };
         self.report();
         match next {

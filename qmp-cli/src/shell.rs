@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub(crate) const HELP: &str = "\
 Commands:
@@ -414,24 +414,16 @@ impl Shell<'_> {
             Action::Hmp(cmd) => self.conn.hmp(&cmd).map(|text| {
                 out!("{text}");
             }),
-            Action::Execute { name, args } => {
-                let quit = name == "quit";
-                if quit {
-                    self.leaving.store(true, Ordering::SeqCst);
-                }
-                let r = self.conn.execute(&name, args).map(|v| {
-                    outln!("{}", self.style.json(&v));
-                });
-                if quit && r.is_ok() {
-                    // QEMU closes the connection right after its reply to quit.
-                    let deadline = Instant::now() + Duration::from_secs(2);
-                    while self.conn.client().is_connected() && Instant::now() < deadline {
-                        thread::sleep(Duration::from_millis(10));
-                    }
-                    return Ok(Outcome::Exit);
-                }
-                r
+            Action::Execute { name, args } if name == "quit" && args.is_none() => {
+                self.leaving.store(true, Ordering::SeqCst);
+                // Returns once QEMU has closed the connection (rule 13, in qmp-proto).
+                self.conn.quit()?;
+                outln!("{}", self.style.json(&serde_json::json!({})));
+                return Ok(Outcome::Exit);
             }
+            Action::Execute { name, args } => self.conn.execute(&name, args).map(|v| {
+                outln!("{}", self.style.json(&v));
+            }),
         };
         let _ = std::io::stdout().flush();
         match result {

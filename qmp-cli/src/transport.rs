@@ -72,28 +72,14 @@ impl Target {
     }
 }
 
-/// Adds a QMP monitor on stdio unless the command line already uses stdio somewhere.
+/// Adds a QMP monitor on stdio unless the command line already uses stdio somewhere (the rule
+/// every client follows: `qmp_proto::command_line`).
 pub(crate) fn with_stdio_monitor(mut words: Vec<String>) -> Vec<String> {
-    if words.iter().skip(1).any(|w| w.contains("stdio")) {
-        return words;
-    }
-    let program = Path::new(&words[0])
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if program.contains("storage-daemon") {
-        words.extend(
-            [
-                "--chardev",
-                "stdio,id=qmp-cli",
-                "--monitor",
-                "chardev=qmp-cli",
-            ]
-            .map(String::from),
-        );
-    } else {
-        words.extend(["-qmp", "stdio"].map(String::from));
-    }
+    let extra = qmp_blocking::qmp_proto::command_line::stdio_monitor_args(
+        std::ffi::OsStr::new(&words[0]),
+        words[1..].iter().map(std::ffi::OsStr::new),
+    );
+    words.extend(extra.iter().map(|a| a.to_string()));
     words
 }
 
@@ -193,9 +179,11 @@ fn handshake_error(target: &Target, what: &str, timeout: Duration, e: Error) -> 
                  client is connected (and that this is a QMP monitor)"
             ),
         },
-        Error::Disconnected { detail, .. } => {
-            // For a spawned QEMU, qmp-blocking's detail gives its exit status.
-            let detail = detail.map(|d| format!(": {d}")).unwrap_or_default();
+        Error::Exited { status, .. } => format!(
+            "{what} exited ({status}) before QMP negotiation completed; see its messages above"
+        ),
+        Error::Disconnected { reason, .. } => {
+            let detail = format!(": {reason}");
             match target {
                 Target::Spawn(_) => format!(
                     "{what} closed its monitor before QMP negotiation completed{detail}; \
@@ -313,9 +301,9 @@ mod tests {
             w(&[
                 "/usr/bin/qemu-storage-daemon",
                 "--chardev",
-                "stdio,id=qmp-cli",
+                "stdio,id=qmp",
                 "--monitor",
-                "chardev=qmp-cli"
+                "chardev=qmp"
             ])
         );
         let given = w(&["qemu-system-x86_64", "-qmp", "stdio"]);

@@ -178,3 +178,8 @@ mod tests {
         assert!(send_with_fds(a.as_fd(), b"x", &[]).is_err());
     }
 }
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

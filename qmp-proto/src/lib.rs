@@ -33,15 +33,21 @@
 //! Modules, one concern each: [`framing`] finds messages in the byte stream, `json` parses them
 //! without recursion, [`message`] classifies them, [`decoder`] puts those together, `encode` writes
 //! commands, [`session`] is the state machine, [`command`] and [`events`] hold typed definitions.
+//! Two modules serve the clients built on the session: [`error`] is the one [`Error`] type every
+//! client returns, and [`event_queue`] the bounded queue they keep events in (rule 10 of
+//! docs/PROTOCOL.md: never stop reading, so drop the oldest event rather than wait).
 //! The limits and the rules for resynchronising after bad input are documented in [`framing`] and
 //! [`Limits`].
 
 #![deny(missing_docs)]
 
 pub mod command;
+pub mod command_line;
 mod config;
 pub mod decoder;
 mod encode;
+pub mod error;
+pub mod event_queue;
 pub mod events;
 pub mod framing;
 mod json;
@@ -54,11 +60,18 @@ pub use command::Command;
 pub use config::{Config, Limits};
 pub use decoder::{DecodeError, Decoder};
 pub use encode::EncodeError;
+pub use error::{Error, ProtocolError};
+pub use event_queue::{BoundedQueue, EventQueue};
 pub use json::JsonError;
 pub use message::{
     ErrorClass, Event, Greeting, QmpError, Reply, ServerMessage, Timestamp, Version,
 };
 pub use session::{
-    CloseReason, CommandError, CommandId, ExecuteOptions, Output, Session, State, Stats,
-    SubmitError, Transmit, Warning, MAX_FDS_PER_COMMAND,
+    CloseReason, CommandError, CommandId, Disconnect, ExecuteOptions, Handshake, IoFailure, Output,
+    Session, State, Stats, SubmitError, Transmit, Warning, MAX_FDS_PER_COMMAND,
 };
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

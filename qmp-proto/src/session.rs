@@ -18,8 +18,17 @@
 //!   errors, last in returns), so this works for any reply QEMU sends.
 //! - `exec-oob` queued before negotiation when `oob` turns out not to be available:
 //!   [`CommandError::OobNotNegotiated`].
-//! - When the session closes (EOF, failed negotiation, [`Session::close`]) every command still
-//!   outstanding fails with [`CommandError::Closed`]; messages completed before EOF are delivered first.
+//! - When the session closes (EOF, a failed read or write, failed negotiation, [`Session::close`])
+//!   every command still outstanding fails with [`CommandError::Closed`], which says why and whether
+//!   the command had been sent; messages completed before EOF are delivered first. The one
+//!   exception is `quit`: once it was sent, the end of the connection is QEMU doing what it was
+//!   told, so the close reason is [`CloseReason::Quit`] and a `quit` still waiting succeeds.
+//!
+//! # What the session owns
+//! Everything about the connection's state lives here, so that adapters keep no copies: the state
+//! and the close reason with its detail ([`Session::close_reason`]), which commands are queued or
+//! in flight, and the file descriptors that travel with a command ([`ExecuteOptions::fds`], handed
+//! back in [`Transmit::fds`], closed if the command never goes out).
 //!
 //! Replies that match no outstanding command (stale replies from an earlier connection, replies to
 //! abandoned commands) and id-less error replies (QEMU's answer to input it could not parse) never
@@ -36,6 +45,7 @@ use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::os::fd::OwnedFd;
 
 /// Most file descriptors one command may carry (QEMU's `TCP_MAX_FDS`).
 pub const MAX_FDS_PER_COMMAND: usize = 16;
@@ -73,8 +83,11 @@ pub enum State {
 /// Why a session closed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CloseReason {
-    /// The peer closed the connection (end of stream, hang-up or reset).
-    Disconnected,
+    /// QEMU closed the connection after a `quit` command was sent: the normal end of a QEMU that
+    /// was told to exit. A reset at that point is clean too (docs/PROTOCOL.md, rule 13).
+    Quit,
+    /// The connection ended otherwise: end of stream, hang-up, reset, or a failed write.
+    Disconnected(Disconnect),
     /// The server refused `qmp_capabilities`.
     NegotiationRefused(QmpError),
     /// The reply to `qmp_capabilities` could not be decoded.
@@ -83,10 +96,18 @@ pub enum CloseReason {
     Local,
 }
 
+impl CloseReason {
+    /// True when the peer went away ([`CloseReason::Quit`] or [`CloseReason::Disconnected`]).
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, CloseReason::Quit | CloseReason::Disconnected(_))
+    }
+}
+
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CloseReason::Disconnected => f.write_str("disconnected: the connection to QEMU closed"),
+            CloseReason::Quit => f.write_str("QEMU quit and closed the connection"),
+            CloseReason::Disconnected(d) => write!(f, "{d}"),
             CloseReason::NegotiationRefused(e) => {
                 write!(f, "QEMU refused capability negotiation: {e}")
             }
@@ -101,6 +122,88 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// What is known about a connection that ended without `quit`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Disconnect {
+    /// The I/O error that ended it; `None` for a plain end of stream.
+    pub error: Option<IoFailure>,
+    /// When the stream ended inside a message: how many bytes of it had arrived.
+    pub truncated: Option<usize>,
+    /// Where the handshake stood if it ended before negotiation completed (a connect that
+    /// failed); `None` once the session was ready.
+    pub handshake: Option<Handshake>,
+    /// Before negotiation completed, the last thing the session warned about (e.g. garbage: the
+    /// peer may not speak QMP at all).
+    pub last_problem: Option<Box<Warning>>,
+}
+
+impl fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the connection to QEMU closed")?;
+        match self.handshake {
+            Some(Handshake::AwaitingGreeting) => f.write_str(" before the greeting")?,
+            Some(Handshake::Negotiating) => f.write_str(" before negotiation completed")?,
+            None => {}
+        }
+        let mut sep = " (";
+        if let Some(w) = &self.last_problem {
+            write!(f, "{sep}last problem seen: {w}")?;
+            sep = "; ";
+        }
+        if let Some(e) = &self.error {
+            write!(f, "{sep}{e}")?;
+            sep = "; ";
+        }
+        if let Some(len) = self.truncated {
+            write!(f, "{sep}the last message was cut off after {len} bytes")?;
+            sep = "; ";
+        }
+        if sep != " (" {
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
+}
+
+/// How far the handshake had come when a connection ended before it completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// No greeting had arrived: QEMU closed without a word (a monitor busy with another client
+    /// closes new connections; or the socket does not speak QMP).
+    AwaitingGreeting,
+    /// The greeting had arrived; `qmp_capabilities` was not answered.
+    Negotiating,
+}
+
+/// An I/O error that ended a connection, as the adapter reported it
+/// ([`Session::read_failed`], [`Session::write_failed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoFailure {
+    /// True when writing failed, false when reading did.
+    pub writing: bool,
+    /// The error's kind, e.g. `ConnectionReset`, `BrokenPipe`.
+    pub kind: std::io::ErrorKind,
+    /// The error's text.
+    pub message: String,
+}
+
+impl IoFailure {
+    fn new(writing: bool, error: &std::io::Error) -> Self {
+        IoFailure {
+            writing,
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for IoFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = if self.writing { "writing" } else { "reading" };
+        write!(f, "{op} failed: {}", self.message)
+    }
+}
+
 /// Why a command did not succeed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandError {
@@ -111,13 +214,18 @@ pub enum CommandError {
     /// An `exec-oob` command was queued before negotiation, and `oob` was not negotiated.
     OobNotNegotiated,
     /// The session closed before the reply arrived.
-    Closed(CloseReason),
+    Closed {
+        /// Why it closed.
+        reason: CloseReason,
+        /// Whether the command had been written (false: it was still queued, QEMU never saw it).
+        sent: bool,
+    },
 }
 
 impl CommandError {
     /// True when the command failed because the connection to QEMU ended.
     pub fn is_disconnected(&self) -> bool {
-        matches!(self, CommandError::Closed(CloseReason::Disconnected))
+        matches!(self, CommandError::Closed { reason, .. } if reason.is_disconnect())
     }
 }
 
@@ -129,7 +237,11 @@ impl fmt::Display for CommandError {
             CommandError::OobNotNegotiated => {
                 f.write_str("exec-oob needs the 'oob' capability, which was not negotiated")
             }
-            CommandError::Closed(r) => write!(f, "no reply: {r}"),
+            CommandError::Closed { reason, sent: true } => write!(f, "no reply: {reason}"),
+            CommandError::Closed {
+                reason,
+                sent: false,
+            } => write!(f, "not sent: {reason}"),
         }
     }
 }
@@ -158,7 +270,8 @@ impl fmt::Display for SubmitError {
         match self {
             SubmitError::Encode(e) => write!(f, "command refused: {e}"),
             SubmitError::OobNotNegotiated => f.write_str(
-                "exec-oob needs the 'oob' capability: set Config::request_oob and use a server that offers it",
+                "exec-oob needs the 'oob' capability: ask for it when connecting (the clients' `oob(true)`, \
+                 `Config::request_oob` on a bare Session) from a QEMU that offers it",
             ),
             SubmitError::TooManyFds { count } => write!(
                 f,
@@ -238,26 +351,29 @@ pub enum Output {
     Closed(CloseReason),
 }
 
-/// Bytes to write for one command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Bytes to write for one command, with the file descriptors that travel with them.
+#[derive(Debug)]
 pub struct Transmit {
     /// The command these bytes are.
     pub id: CommandId,
     /// The encoded command, one line.
     pub bytes: Bytes,
-    /// How many file descriptors the caller must attach to the same write (SCM_RIGHTS), as declared
-    /// with [`ExecuteOptions::fds`].
-    pub fds: usize,
+    /// Descriptors to attach to the same write (SCM_RIGHTS on the `sendmsg` that carries the first
+    /// byte), as given in [`ExecuteOptions::fds`]. Dropping them after the write closes this
+    /// side's copies; QEMU holds its own.
+    pub fds: Vec<OwnedFd>,
 }
 
 /// Options for [`Session::execute_with`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct ExecuteOptions {
     /// Send as `exec-oob` (needs `oob` negotiated).
     pub oob: bool,
-    /// The command carries this many file descriptors (at most [`MAX_FDS_PER_COMMAND`]). QEMU keeps
-    /// only the latest batch of descriptors, so the session keeps at most one such command in flight.
-    pub fds: usize,
+    /// File descriptors the command carries (at most [`MAX_FDS_PER_COMMAND`]), e.g. for `getfd`
+    /// or `add-fd`. The session holds them until the command is transmitted, and closes them if
+    /// the command is abandoned or the session closes first. QEMU keeps only the latest batch of
+    /// descriptors, so the session keeps at most one such command in flight (rule 12).
+    pub fds: Vec<OwnedFd>,
 }
 
 /// Counters of things that were dropped or reported; see [`Session::stats`].
@@ -277,8 +393,8 @@ pub struct Stats {
 
 #[derive(Debug)]
 enum Phase {
-    /// Waiting in a queue to be sent.
-    Queued(Bytes),
+    /// Waiting in a queue to be sent, with its bytes and descriptors.
+    Queued(Bytes, Vec<OwnedFd>),
     /// Sent; waiting for the reply.
     InFlight,
     /// Sent, then abandoned by the caller; its reply will be discarded.
@@ -288,7 +404,10 @@ enum Phase {
 #[derive(Debug)]
 struct Entry {
     oob: bool,
-    fds: usize,
+    /// Whether it carries descriptors (rule 12: one such command in flight).
+    with_fds: bool,
+    /// Whether it is `quit`, after which the connection's end is clean (rule 13).
+    quit: bool,
     phase: Phase,
 }
 
@@ -336,6 +455,13 @@ pub struct Session {
     negotiation: Option<(u64, Option<Bytes>)>,
     inband_in_flight: usize,
     fd_command_in_flight: bool,
+    /// A `quit` command was transmitted: the end of the connection is QEMU exiting.
+    quit_sent: bool,
+    /// Bytes of a message cut off by the end of the stream, for the close reason.
+    truncated: Option<usize>,
+    /// The last warning before negotiation completed, for the close reason.
+    handshake_problem: Option<Box<Warning>>,
+    close_reason: Option<CloseReason>,
     stats: Stats,
 }
 
@@ -389,6 +515,10 @@ impl Session {
             negotiation: None,
             inband_in_flight: 0,
             fd_command_in_flight: false,
+            quit_sent: false,
+            truncated: None,
+            handshake_problem: None,
+            close_reason: None,
             stats: Stats::default(),
         }
     }
@@ -411,6 +541,11 @@ impl Session {
     /// The prefix of this session's command ids on the wire.
     pub fn id_prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Why the session closed, once it has ([`State::Closed`]).
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.close_reason.as_ref()
     }
 
     /// Counters of dropped and reported messages.
@@ -446,7 +581,11 @@ impl Session {
         name: &str,
         arguments: &A,
     ) -> Result<CommandId, SubmitError> {
-        self.execute_with(name, arguments, ExecuteOptions { oob: true, fds: 0 })
+        let options = ExecuteOptions {
+            oob: true,
+            ..ExecuteOptions::default()
+        };
+        self.execute_with(name, arguments, options)
     }
 
     /// Submits a typed command. Decode its reply with [`Command::decode_output`].
@@ -464,8 +603,10 @@ impl Session {
         if self.state == State::Closed {
             return Err(SubmitError::Closed);
         }
-        if options.fds > MAX_FDS_PER_COMMAND {
-            return Err(SubmitError::TooManyFds { count: options.fds });
+        if options.fds.len() > MAX_FDS_PER_COMMAND {
+            return Err(SubmitError::TooManyFds {
+                count: options.fds.len(),
+            });
         }
         if options.oob {
             // Once the greeting is in, whether `oob` will be enabled is known.
@@ -484,8 +625,9 @@ impl Session {
             number,
             Entry {
                 oob: options.oob,
-                fds: options.fds,
-                phase: Phase::Queued(bytes),
+                with_fds: !options.fds.is_empty(),
+                quit: name == "quit",
+                phase: Phase::Queued(bytes, options.fds),
             },
         );
         if options.oob {
@@ -521,13 +663,14 @@ impl Session {
     }
 
     /// Gives up on a command: it will not be answered, and its late reply is discarded quietly.
-    /// A command not yet sent is never sent. Returns false when `id` was not outstanding.
+    /// A command not yet sent is never sent (its descriptors are closed). Returns false when `id`
+    /// was not outstanding.
     pub fn abandon(&mut self, id: CommandId) -> bool {
         let Some(entry) = self.entries.get_mut(&id.0) else {
             return false;
         };
         match entry.phase {
-            Phase::Queued(_) => {
+            Phase::Queued(..) => {
                 // Its queue slot is skipped when reached.
                 self.entries.remove(&id.0);
                 true
@@ -551,7 +694,7 @@ impl Session {
                 Some(Transmit {
                     id: CommandId(*id),
                     bytes,
-                    fds: 0,
+                    fds: Vec::new(),
                 })
             }
             State::Ready => {
@@ -581,23 +724,25 @@ impl Session {
                 queue.pop_front(); // abandoned while queued
                 continue;
             };
-            if entry.fds > 0 && self.fd_command_in_flight {
+            if entry.with_fds && self.fd_command_in_flight {
                 return None;
             }
             queue.pop_front();
-            let Phase::Queued(bytes) = std::mem::replace(&mut entry.phase, Phase::InFlight) else {
+            let Phase::Queued(bytes, fds) = std::mem::replace(&mut entry.phase, Phase::InFlight)
+            else {
                 unreachable!("only queued commands are in the queues")
             };
-            if entry.fds > 0 {
+            if entry.with_fds {
                 self.fd_command_in_flight = true;
             }
             if !entry.oob {
                 self.inband_in_flight += 1;
             }
+            self.quit_sent |= entry.quit;
             return Some(Transmit {
                 id: CommandId(number),
                 bytes,
-                fds: entry.fds,
+                fds,
             });
         }
     }
@@ -613,9 +758,28 @@ impl Session {
         self.decoded = decoded;
     }
 
-    /// The server closed the connection (EOF, hang-up, or a reset): delivers what was complete,
-    /// reports a partial message, fails every outstanding command and closes the session.
+    /// The stream ended (EOF or hang-up): delivers what was complete, reports a partial message,
+    /// fails every outstanding command and closes the session (rule 13). After a `quit` was sent
+    /// the close reason is [`CloseReason::Quit`] and the `quit` command itself succeeds if its
+    /// reply was lost: QEMU exiting is what it asked for.
     pub fn receive_eof(&mut self) {
+        self.end_of_stream(None);
+    }
+
+    /// Reading failed (e.g. `ECONNRESET`): the stream is over, as for [`Session::receive_eof`],
+    /// with `error` kept in the close reason. A reset after `quit` is a clean close.
+    pub fn read_failed(&mut self, error: &std::io::Error) {
+        self.end_of_stream(Some(IoFailure::new(false, error)));
+    }
+
+    /// Writing failed: the connection is unusable. Closes the session at once; every outstanding
+    /// command fails with `error` in the close reason (after `quit`: a clean close).
+    pub fn write_failed(&mut self, error: &std::io::Error) {
+        let reason = self.disconnect_reason(Some(IoFailure::new(true, error)));
+        self.close_with(reason);
+    }
+
+    fn end_of_stream(&mut self, error: Option<IoFailure>) {
         if self.state == State::Closed {
             return;
         }
@@ -623,7 +787,25 @@ impl Session {
         self.decoder.finish(&mut decoded);
         self.handle_decoded(&mut decoded);
         self.decoded = decoded;
-        self.close_with(CloseReason::Disconnected);
+        let reason = self.disconnect_reason(error);
+        self.close_with(reason);
+    }
+
+    fn disconnect_reason(&self, error: Option<IoFailure>) -> CloseReason {
+        if self.quit_sent {
+            CloseReason::Quit
+        } else {
+            CloseReason::Disconnected(Disconnect {
+                error,
+                truncated: self.truncated,
+                handshake: match self.state {
+                    State::AwaitingGreeting => Some(Handshake::AwaitingGreeting),
+                    State::Negotiating => Some(Handshake::Negotiating),
+                    State::Ready | State::Closed => None,
+                },
+                last_problem: self.handshake_problem.clone(),
+            })
+        }
     }
 
     /// Closes the session from the client side: every outstanding command fails with
@@ -656,8 +838,7 @@ impl Session {
 
     fn on_greeting(&mut self, greeting: Greeting) {
         if self.state != State::AwaitingGreeting {
-            self.outputs
-                .push_back(Output::Warning(Warning::UnexpectedGreeting(greeting)));
+            self.warn(Warning::UnexpectedGreeting(greeting));
             return;
         }
         let enable_oob = self.config.request_oob && greeting.has_capability("oob");
@@ -705,8 +886,7 @@ impl Session {
             match reply.result {
                 Err(e) => {
                     self.stats.errors_without_id += 1;
-                    self.outputs
-                        .push_back(Output::Warning(Warning::ErrorWithoutId(e)));
+                    self.warn(Warning::ErrorWithoutId(e));
                 }
                 Ok(_) => self.unmatched(None),
             }
@@ -730,7 +910,10 @@ impl Session {
         self.stats.decode_errors += 1;
         let owner = match &error {
             // At end of stream every command fails as disconnected; report the fragment.
-            DecodeError::Truncated { .. } => None,
+            DecodeError::Truncated { len, .. } => {
+                self.truncated = Some(*len);
+                None
+            }
             e => e.id().and_then(|id| self.our_number(id)),
         };
         match owner {
@@ -741,9 +924,7 @@ impl Session {
             Some(n) if self.is_in_flight(n) => {
                 self.complete(n, Err(CommandError::Undecodable(error)));
             }
-            _ => self
-                .outputs
-                .push_back(Output::Warning(Warning::Decode(error))),
+            _ => self.warn(Warning::Decode(error)),
         }
     }
 
@@ -789,7 +970,7 @@ impl Session {
         if !entry.oob {
             self.inband_in_flight -= 1;
         }
-        if entry.fds > 0 {
+        if entry.with_fds {
             self.fd_command_in_flight = false;
         }
         if let Phase::Abandoned = entry.phase {
@@ -806,8 +987,17 @@ impl Session {
 
     fn unmatched(&mut self, id: Option<Value>) {
         self.stats.unmatched_replies += 1;
-        self.outputs
-            .push_back(Output::Warning(Warning::UnmatchedReply { id }));
+        self.warn(Warning::UnmatchedReply { id });
+    }
+
+    fn warn(&mut self, warning: Warning) {
+        // What went wrong before the handshake completed says why a connect failed (a message
+        // cut off by the end is in the close reason already).
+        let truncated = matches!(warning, Warning::Decode(DecodeError::Truncated { .. }));
+        if self.state != State::Ready && !truncated {
+            self.handshake_problem = Some(Box::new(warning.clone()));
+        }
+        self.outputs.push_back(Output::Warning(warning));
     }
 
     fn close_with(&mut self, reason: CloseReason) {
@@ -819,21 +1009,35 @@ impl Session {
         let mut numbers: Vec<u64> = self.entries.keys().copied().collect();
         numbers.sort_unstable();
         for n in numbers {
-            if let Some(entry) = self.entries.remove(&n) {
-                if !matches!(entry.phase, Phase::Abandoned) {
-                    let result = Err(CommandError::Closed(reason.clone()));
-                    self.outputs.push_back(Output::Reply {
-                        id: CommandId(n),
-                        result,
-                    });
+            let Some(entry) = self.entries.remove(&n) else {
+                continue;
+            };
+            let result = match entry.phase {
+                Phase::Abandoned => continue,
+                // QEMU exiting is what `quit` asked for, whether or not its reply made it.
+                Phase::InFlight if entry.quit && reason == CloseReason::Quit => {
+                    Ok(Value::Object(Default::default()))
                 }
-            }
+                Phase::InFlight => Err(CommandError::Closed {
+                    reason: reason.clone(),
+                    sent: true,
+                }),
+                Phase::Queued(..) => Err(CommandError::Closed {
+                    reason: reason.clone(),
+                    sent: false,
+                }),
+            };
+            self.outputs.push_back(Output::Reply {
+                id: CommandId(n),
+                result,
+            });
         }
         self.abandoned = 0;
         self.inband_queue.clear();
         self.oob_queue.clear();
         self.inband_in_flight = 0;
         self.fd_command_in_flight = false;
+        self.close_reason = Some(reason.clone());
         self.outputs.push_back(Output::Closed(reason));
     }
 }

@@ -6,10 +6,13 @@
 
 use qmp_proto::command::{HumanMonitorCommand, QueryStatus, StatusInfo};
 use qmp_proto::{
-    CloseReason, CommandError, CommandId, Config, DecodeError, EncodeError, ErrorClass,
-    ExecuteOptions, Limits, Output, Session, State, SubmitError, Warning,
+    CloseReason, CommandError, CommandId, Config, DecodeError, Disconnect, EncodeError, ErrorClass,
+    ExecuteOptions, Handshake, IoFailure, Limits, Output, Session, State, SubmitError, Warning,
 };
 use serde_json::{json, Value};
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 
 const GREETING_OOB: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"Debian 1:10.0.2+ds-2+deb13u1~bpo12+1\"}, \"capabilities\": [\"oob\"]}}\r\n";
 const GREETING_PLAIN: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"capabilities\": []}}\r\n";
@@ -69,6 +72,31 @@ fn ready(request_oob: bool, greeting: &[u8]) -> Session {
     assert_eq!(s.state(), State::Ready);
     outputs(&mut s);
     s
+}
+
+/// The close reason of a plain end of stream.
+fn eof() -> CloseReason {
+    CloseReason::Disconnected(Disconnect::default())
+}
+
+/// Options carrying `n` descriptors (ends of socket pairs whose other ends are dropped).
+fn with_fds(n: usize) -> ExecuteOptions {
+    ExecuteOptions {
+        fds: (0..n).map(|_| watched_fd().0).collect(),
+        ..ExecuteOptions::default()
+    }
+}
+
+/// A descriptor, and the other end of its socket pair: reading that end returns 0 (end of
+/// stream) once every copy of the descriptor is closed.
+fn watched_fd() -> (OwnedFd, UnixStream) {
+    let (a, b) = UnixStream::pair().unwrap();
+    (OwnedFd::from(a), b)
+}
+
+fn is_closed(other_end: &mut UnixStream) -> bool {
+    other_end.set_nonblocking(true).unwrap();
+    matches!(other_end.read(&mut [0u8; 1]), Ok(0))
 }
 
 fn reply_of(o: &Output) -> (CommandId, &Result<Value, CommandError>) {
@@ -171,7 +199,10 @@ fn refused_negotiation_closes_and_fails_queued_commands() {
         out[1],
         Output::Reply {
             id: q,
-            result: Err(CommandError::Closed(refused.clone()))
+            result: Err(CommandError::Closed {
+                reason: refused.clone(),
+                sent: false
+            })
         }
     );
     assert_eq!(out[2], Output::Closed(refused));
@@ -221,7 +252,10 @@ fn close_fails_everything_locally() {
         [
             Output::Reply {
                 id: a,
-                result: Err(CommandError::Closed(CloseReason::Local))
+                result: Err(CommandError::Closed {
+                    reason: CloseReason::Local,
+                    sent: false
+                })
             },
             Output::Closed(CloseReason::Local)
         ]
@@ -468,9 +502,12 @@ fn abandoned_commands_are_not_answered_and_late_replies_vanish() {
         [
             Output::Reply {
                 id: d,
-                result: Err(CommandError::Closed(CloseReason::Disconnected))
+                result: Err(CommandError::Closed {
+                    reason: eof(),
+                    sent: true
+                })
             },
-            Output::Closed(CloseReason::Disconnected)
+            Output::Closed(eof())
         ]
     );
 }
@@ -499,7 +536,7 @@ fn eof_delivers_complete_messages_then_fails_pending_and_reports_the_fragment() 
     sent(&mut s);
     let c = s.execute("c", &()).unwrap();
     assert_eq!(s.poll_transmit().unwrap().id, c);
-    let queued = s.execute_with("d", &(), ExecuteOptions { oob: false, fds: 1 });
+    let queued = s.execute_with("d", &(), with_fds(1));
     let d = queued.unwrap();
     let mut tail = event("STOP");
     tail.extend_from_slice(&ret("t1", json!(1)));
@@ -519,7 +556,14 @@ fn eof_delivers_complete_messages_then_fails_pending_and_reports_the_fragment() 
         assert_eq!(got, id);
         assert!(r.as_ref().unwrap_err().is_disconnected());
     }
-    assert_eq!(out[6], Output::Closed(CloseReason::Disconnected));
+    assert_eq!(
+        out[6],
+        Output::Closed(CloseReason::Disconnected(Disconnect {
+            error: None,
+            truncated: Some(28),
+            ..Disconnect::default()
+        }))
+    );
     assert_eq!(out.len(), 7);
     assert_eq!(s.outstanding(), 0);
     s.receive(&ret("t2", json!({})));
@@ -543,10 +587,21 @@ fn eof_before_greeting_fails_queued_commands() {
         out[1],
         Output::Reply {
             id: a,
-            result: Err(CommandError::Closed(CloseReason::Disconnected))
+            result: Err(CommandError::Closed {
+                reason: CloseReason::Disconnected(Disconnect {
+                    error: None,
+                    truncated: Some(14),
+                    handshake: Some(Handshake::AwaitingGreeting),
+                    last_problem: None,
+                }),
+                sent: false
+            })
         }
     );
-    assert_eq!(out[2], Output::Closed(CloseReason::Disconnected));
+    assert!(matches!(
+        out[2],
+        Output::Closed(CloseReason::Disconnected(_))
+    ));
 }
 
 // ---- undecodable replies ----------------------------------------------------------------------
@@ -738,14 +793,7 @@ fn refused_submissions_queue_nothing() {
         }))
     ));
     assert!(matches!(
-        s.execute_with(
-            "getfd",
-            &(),
-            ExecuteOptions {
-                oob: false,
-                fds: 17
-            }
-        ),
+        s.execute_with("getfd", &(), with_fds(17)),
         Err(SubmitError::TooManyFds { count: 17 })
     ));
     assert_eq!(s.outstanding(), 0);
@@ -781,23 +829,22 @@ fn command_size_limit_is_checked_before_sending() {
 #[test]
 fn one_fd_bearing_command_in_flight() {
     let mut s = ready(false, GREETING_PLAIN);
-    let fd = ExecuteOptions { oob: false, fds: 1 };
-    s.execute_with("getfd", &json!({"fdname": "a"}), fd)
+    s.execute_with("getfd", &json!({"fdname": "a"}), with_fds(1))
         .unwrap();
-    s.execute_with("getfd", &json!({"fdname": "b"}), fd)
+    s.execute_with("getfd", &json!({"fdname": "b"}), with_fds(1))
         .unwrap();
     s.execute("query-version", &()).unwrap();
     let t = s.poll_transmit().unwrap();
-    assert_eq!(t.fds, 1);
+    assert_eq!(t.fds.len(), 1);
     assert!(s.poll_transmit().is_none(), "the second batch waits");
     s.receive(&ret("t1", json!({})));
     let t = s.poll_transmit().unwrap();
     assert_eq!(
-        (t.fds, wire_id(std::str::from_utf8(&t.bytes).unwrap())),
+        (t.fds.len(), wire_id(std::str::from_utf8(&t.bytes).unwrap())),
         (1, "t2".into())
     );
     let t = s.poll_transmit().unwrap();
-    assert_eq!(t.fds, 0);
+    assert_eq!(t.fds.len(), 0);
 }
 
 #[test]
@@ -1039,7 +1086,7 @@ fn fault_quit_shutdown_reply_then_reset() {
     let mut input = b"{\"timestamp\": {\"seconds\": 1795674316, \"microseconds\": 793698}, \"event\": \"SHUTDOWN\", \"data\": {\"guest\": false, \"reason\": \"host-qmp-quit\"}}\r\n".to_vec();
     input.extend_from_slice(&ret("t1", json!({})));
     s.receive(&input);
-    s.receive_eof(); // ECONNRESET is fed as EOF
+    s.read_failed(&std::io::ErrorKind::ConnectionReset.into());
     let out = outputs(&mut s);
     let Output::Event(e) = &out[0] else {
         panic!("{out:?}")
@@ -1047,8 +1094,9 @@ fn fault_quit_shutdown_reply_then_reset() {
     let shutdown = e.decode::<qmp_proto::events::Shutdown>().unwrap().unwrap();
     assert_eq!(shutdown.reason, "host-qmp-quit");
     assert_eq!(reply_of(&out[1]), (q, &Ok(json!({}))));
-    assert_eq!(out[2], Output::Closed(CloseReason::Disconnected));
+    assert_eq!(out[2], Output::Closed(CloseReason::Quit));
     assert_eq!(out.len(), 3, "a clean close: no command failed");
+    assert_eq!(s.close_reason(), Some(&CloseReason::Quit));
 }
 
 #[test]
@@ -1112,4 +1160,166 @@ fn fault_nine_in_band_with_oob_while_one_blocks_then_exec_oob() {
     let t = s.poll_transmit().unwrap();
     assert_eq!(t.id, inband[8]);
     assert!(s.poll_transmit().is_none());
+}
+
+// ---- the end of a connection: quit, resets, failed writes ---------------------------------------
+
+#[test]
+fn quit_whose_reply_is_lost_succeeds_and_others_fail_as_quit() {
+    let mut s = ready(false, GREETING_PLAIN);
+    let slow = s.execute("slow", &()).unwrap();
+    let q = s.execute("quit", &()).unwrap();
+    sent(&mut s);
+    let later = s.execute("query-status", &()).unwrap();
+    s.receive_eof();
+    let out = outputs(&mut s);
+    assert_eq!(
+        out[0],
+        Output::Reply {
+            id: slow,
+            result: Err(CommandError::Closed {
+                reason: CloseReason::Quit,
+                sent: true
+            })
+        }
+    );
+    assert_eq!(reply_of(&out[1]), (q, &Ok(json!({}))));
+    assert!(reply_of(&out[2]).1.as_ref().unwrap_err().is_disconnected());
+    assert_eq!(out[3], Output::Closed(CloseReason::Quit));
+    let _ = later;
+}
+
+#[test]
+fn quit_queued_but_never_sent_makes_no_clean_close() {
+    let mut s = Session::new(config(false));
+    s.receive(b"garbage");
+    let q = s.execute("quit", &()).unwrap();
+    s.receive_eof();
+    let out = outputs(&mut s);
+    let reason = CloseReason::Disconnected(Disconnect {
+        handshake: Some(Handshake::AwaitingGreeting),
+        last_problem: Some(Box::new(Warning::Decode(DecodeError::Garbage { len: 7 }))),
+        ..Disconnect::default()
+    });
+    assert_eq!(
+        out[1],
+        Output::Reply {
+            id: q,
+            result: Err(CommandError::Closed {
+                reason: reason.clone(),
+                sent: false
+            })
+        }
+    );
+    assert_eq!(
+        reason.to_string(),
+        "the connection to QEMU closed before the greeting (last problem seen: skipped 7 bytes outside any JSON object)"
+    );
+}
+
+#[test]
+fn a_reset_is_kept_in_the_close_reason() {
+    let mut s = ready(false, GREETING_PLAIN);
+    let a = s.execute("a", &()).unwrap();
+    sent(&mut s);
+    s.receive(b"{\"return\": {\"x\"");
+    s.read_failed(&std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "reset by peer",
+    ));
+    let reason = CloseReason::Disconnected(Disconnect {
+        error: Some(IoFailure {
+            writing: false,
+            kind: std::io::ErrorKind::ConnectionReset,
+            message: "reset by peer".into(),
+        }),
+        truncated: Some(15),
+        ..Disconnect::default()
+    });
+    assert_eq!(s.close_reason(), Some(&reason));
+    let out = outputs(&mut s);
+    assert_eq!(
+        out[1],
+        Output::Reply {
+            id: a,
+            result: Err(CommandError::Closed {
+                reason: reason.clone(),
+                sent: true
+            })
+        }
+    );
+    assert_eq!(
+        reason.to_string(),
+        "the connection to QEMU closed (reading failed: reset by peer; the last message was cut off after 15 bytes)"
+    );
+}
+
+#[test]
+fn a_failed_write_closes_at_once() {
+    let mut s = ready(false, GREETING_PLAIN);
+    let a = s.execute("a", &()).unwrap();
+    let t = s.poll_transmit().unwrap();
+    assert_eq!(t.id, a);
+    s.write_failed(&std::io::ErrorKind::BrokenPipe.into());
+    assert_eq!(s.state(), State::Closed);
+    let out = outputs(&mut s);
+    let (id, result) = reply_of(&out[0]);
+    assert_eq!(id, a);
+    let Err(CommandError::Closed {
+        reason: CloseReason::Disconnected(d),
+        sent: true,
+    }) = result
+    else {
+        panic!("{result:?}")
+    };
+    assert!(d.error.as_ref().is_some_and(|e| e.writing));
+    assert!(matches!(s.execute("x", &()), Err(SubmitError::Closed)));
+}
+
+#[test]
+fn descriptors_travel_with_their_command_and_close_when_it_never_goes() {
+    let mut s = ready(false, GREETING_PLAIN);
+    let (fd, mut sent_end) = watched_fd();
+    let options = ExecuteOptions {
+        fds: vec![fd],
+        ..ExecuteOptions::default()
+    };
+    let a = s
+        .execute_with("getfd", &json!({"fdname": "a"}), options)
+        .unwrap();
+    let t = s.poll_transmit().unwrap();
+    assert_eq!((t.id, t.fds.len()), (a, 1));
+    assert!(!is_closed(&mut sent_end), "handed out, not closed");
+    drop(t);
+    assert!(is_closed(&mut sent_end));
+
+    // Abandoned while queued behind the first fd command: its descriptor is closed at once.
+    let (fd, mut abandoned_end) = watched_fd();
+    let b = s
+        .execute_with(
+            "getfd",
+            &json!({"fdname": "b"}),
+            ExecuteOptions {
+                fds: vec![fd],
+                ..ExecuteOptions::default()
+            },
+        )
+        .unwrap();
+    assert!(s.poll_transmit().is_none(), "one fd command in flight");
+    assert!(s.abandon(b));
+    assert!(is_closed(&mut abandoned_end));
+
+    // Queued when the session closes: closed with it.
+    let (fd, mut closed_end) = watched_fd();
+    s.execute_with(
+        "getfd",
+        &json!({"fdname": "c"}),
+        ExecuteOptions {
+            fds: vec![fd],
+            ..ExecuteOptions::default()
+        },
+    )
+    .unwrap();
+    s.close();
+    assert!(is_closed(&mut closed_end));
 }

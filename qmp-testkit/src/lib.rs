@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+use qmp_proto::{Config, Session, State};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -366,37 +367,30 @@ impl Drop for Qemu {
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
-/// Reads the greeting, sends `qmp_capabilities`, reads its reply; frames by the `}` + CRLF that
-/// ends every message, compact or pretty (a pretty message's last line is a lone `}`).
+/// Negotiates with a real `qmp_proto::Session` (the project's own framing and matching rules):
+/// true once the reply to `qmp_capabilities` has arrived.
 fn probe_negotiation(mut stream: Box<dyn ReadWrite>, deadline: Instant) -> bool {
-    let mut seen = Vec::new();
-    let mut read_until = |stream: &mut Box<dyn ReadWrite>, needle: &[u8]| -> bool {
-        let mut buf = [0u8; 4096];
-        loop {
-            let done =
-                seen.windows(needle.len()).any(|w| w == needle) && (seen.ends_with(b"}\r\n"));
-            if done {
-                return true;
-            }
-            if Instant::now() >= deadline {
+    let mut session = Session::new(Config::default());
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Some(t) = session.poll_transmit() {
+            if stream.write_all(&t.bytes).is_err() {
                 return false;
             }
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
         }
-    };
-    if !read_until(&mut stream, b"capabilities") {
-        return false;
+        match session.state() {
+            State::Ready => return true,
+            State::Closed => return false,
+            State::AwaitingGreeting | State::Negotiating => {}
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => session.receive(&buf[..n]),
+        }
     }
-    if stream
-        .write_all(b"{\"execute\":\"qmp_capabilities\",\"id\":\"settle\"}")
-        .is_err()
-    {
-        return false;
-    }
-    read_until(&mut stream, b"\"settle\"")
 }
 
 /// One step of a [`FaultPeer`] script.

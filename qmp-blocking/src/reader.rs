@@ -1,0 +1,44 @@
+//! The reader thread: reads all the time, feeds the session, routes what it produced.
+
+use crate::shared::Shared;
+use std::io::{ErrorKind, Read};
+use std::sync::Arc;
+
+/// Bytes read per `read` call.
+const READ_BUFFER: usize = 64 << 10;
+
+/// Runs until the session closes. It never waits for a consumer (rule 10): replies wake their
+/// callers, events go to the bounded queue and to handlers on the pool.
+pub(crate) fn read_loop(shared: Arc<Shared>, mut reader: Box<dyn Read + Send>) {
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        let read = reader.read(&mut buf);
+        if matches!(&read, Ok(0)) || matches!(&read, Err(e) if e.kind() != ErrorKind::Interrupted) {
+            // A QEMU we spawned closes its stdout as it exits: reap it before anyone learns
+            // that the connection ended, so its exit status is there when they look.
+            shared.child.reap_soon();
+        }
+        let mut inner = shared.lock();
+        if inner.closed() {
+            // Closed from this side (or a write failed) while we were reading.
+            break;
+        }
+        match read {
+            Ok(0) => inner.session.receive_eof(),
+            Ok(n) => inner.session.receive(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            // ECONNRESET and the like: the session decides what it means (after `quit`: clean).
+            Err(e) => inner.session.read_failed(&e),
+        }
+        let end = inner.closed();
+        shared.process(&mut inner);
+        let write = !inner.outgoing.is_empty();
+        shared.release(inner);
+        if end {
+            break;
+        }
+        if write {
+            shared.flush();
+        }
+    }
+}
