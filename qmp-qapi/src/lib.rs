@@ -84,3 +84,8 @@ impl UnknownBranch {
         }
     }
 }
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
