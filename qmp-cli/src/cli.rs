@@ -129,6 +129,11 @@ With --timeout alone, prints what arrives for SECS seconds and exits 0. With --c
     Schema {
         /// A command or event name.
         name: Option<String>,
+        /// Use the schema built into qmp (QEMU 10.0.2's, every target and build option) instead of
+        /// asking a QEMU: works with no QEMU at all. A running QEMU's own schema is the truth for
+        /// that QEMU.
+        #[arg(long)]
+        offline: bool,
     },
 
     /// Interactive shell: line editing, history, tab completion, events as they arrive.

@@ -156,9 +156,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 outln!();
             }
         }
-        Command::Schema { name } => {
-            let conn = connect(&cli.connect, timeout)?;
-            let schema = conn.schema()?;
+        Command::Schema { name, offline } => {
+            let schema = if offline {
+                schema::Schema::bundled()
+            } else {
+                connect(&cli.connect, timeout)?.schema()?
+            };
             match name {
                 None => out!("{}", schema.summary()),
                 Some(n) => match schema.render(&n) {

@@ -91,6 +91,14 @@ fn string(o: &Map<String, Value>, key: &str) -> Result<String, SchemaError> {
 }
 
 impl Schema {
+    /// The schema qmp was built with (`qmp_qapi::qmp::INTROSPECTION`, QEMU 10.0.2's, every target
+    /// and build option, real type names), for help with no QEMU to ask.
+    pub(crate) fn bundled() -> Schema {
+        let value: Value = serde_json::from_str(qmp_qapi::qmp::INTROSPECTION)
+            .expect("the bundled schema is JSON (qapi-gen writes it)");
+        Schema::from_value(&value).expect("the bundled schema is a query-qmp-schema reply")
+    }
+
     /// Indexes the return value of `query-qmp-schema`. Unknown meta-types are skipped so that a
     /// newer QEMU does not break the tool.
     pub(crate) fn from_value(value: &Value) -> Result<Schema, SchemaError> {
@@ -565,6 +573,25 @@ pub(crate) mod tests {
              \x20   minor: int\n\
              \x20   micro: int\n\
              \x20 package: str\n"
+        );
+    }
+
+    #[test]
+    fn the_bundled_schema_renders_with_real_type_names() {
+        let s = Schema::bundled();
+        let text = s.render("query-jobs").unwrap();
+        assert!(
+            text.starts_with("command query-jobs\narguments: none\nreturns: array of object\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n    \"undefined\" | \"created\" | \"running\""),
+            "{text}"
+        );
+        let text = s.render("blockdev-backup").unwrap();
+        assert!(
+            text.contains("\n  job-id?: str\n") && text.contains("\n  x-perf?: "),
+            "{text}"
         );
     }
 

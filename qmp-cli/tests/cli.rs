@@ -678,3 +678,25 @@ fn demo_without_qemu_says_how_to_install_it() {
     assert!(r.stderr.contains("apt-get install qemu-utils"), "{r:?}");
     assert!(r.stderr.contains("scripts/install-qemu"), "{r:?}");
 }
+
+#[test]
+fn schema_offline_needs_no_qemu_and_names_the_real_types() {
+    // No target at all: the schema built in answers.
+    let r = qmp(&["schema", "--offline", "blockdev-add"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with("command blockdev-add\n"), "{r:?}");
+    assert!(r.stdout.contains("driver:"), "{r:?}");
+    let r = qmp(&["schema", "--offline"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // qemu-system's commands, the storage daemon's, and target-specific ones (s390x) alike.
+    for name in [
+        "\n  blockdev-backup\n",
+        "\n  query-cpus-fast\n",
+        "\n  query-s390x-cpu-polarization\n",
+        "\n  JOB_STATUS_CHANGE\n",
+    ] {
+        assert!(r.stdout.contains(name), "{name:?} missing: {r:?}");
+    }
+    let r = qmp(&["schema", "--offline", "no-such-command"]);
+    assert_ne!(r.code, 0, "{r:?}");
+}

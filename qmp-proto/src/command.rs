@@ -32,6 +32,9 @@ pub trait Command: Serialize {
     const NAME: &'static str;
     /// The type of the command's `return` value.
     type Output: DeserializeOwned;
+    /// Whether QEMU can run the command out-of-band (`exec-oob`, with the `oob` capability
+    /// negotiated): its schema says `allow-oob`.
+    const ALLOW_OOB: bool = false;
 
     /// Decodes the command's `return` value.
     fn decode_output(value: Value) -> Result<Self::Output, serde_json::Error> {
@@ -55,7 +58,7 @@ pub fn query_command_name(what: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// The `return` of commands that return nothing (`{}`); unknown members are ignored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Empty {}
 
 macro_rules! unit_command {
