@@ -14,8 +14,8 @@ use futures::StreamExt;
 use qmp_async::{
     Builder, CallOptions, Client, Error, EventFilter, EventStream, Missed, ProtocolError,
 };
-use qmp_proto::command::{AddFd, Closefd, Getfd, QueryFdsets, QueryStatus, QueryVersion};
 use qmp_proto::{CloseReason, Config, ErrorClass, Event, SubmitError};
+use qmp_qapi::qmp::{event, AddFd, Closefd, Getfd, QueryFdsets, QueryStatus, QueryVersion};
 use qmp_testkit::{Emulator, Endpoint, FaultPeer, Qemu, QemuOptions, Step, GREETING};
 use serde_json::{json, Value};
 use std::future::Future;
@@ -179,9 +179,9 @@ pub async fn negotiation<R: TestRuntime>(rt: R) {
     assert_eq!(
         (v.qemu.major, v.qemu.minor, v.qemu.micro),
         (
-            greeting.version.major,
-            greeting.version.minor,
-            greeting.version.micro
+            greeting.version.major as i64,
+            greeting.version.minor as i64,
+            greeting.version.micro as i64
         )
     );
     assert_eq!(v.package, greeting.package);
@@ -287,10 +287,7 @@ pub async fn block_job_events<R: TestRuntime>(rt: R) {
     let done = next_event(rt, &mut completed).await.unwrap().unwrap();
     assert_eq!(done.data["device"], "j0");
     assert_eq!(done.data["offset"], done.data["len"]);
-    let typed = done
-        .decode::<qmp_proto::events::BlockJobCompleted>()
-        .unwrap()
-        .unwrap();
+    let typed = done.decode::<event::BlockJobCompleted>().unwrap().unwrap();
     assert_eq!(typed.device, "j0");
     // The unfiltered stream saw the same job events, and the completion among them.
     let mut names = Vec::new();
@@ -318,7 +315,7 @@ pub async fn stop_cont_events<R: TestRuntime>(rt: R) {
     assert!(!status.running);
     step(rt, "cont", client.execute("cont", ())).await.unwrap();
     let e = next_event(rt, &mut events).await.unwrap().unwrap();
-    assert!(e.decode::<qmp_proto::events::Resume>().is_some());
+    assert!(e.decode::<event::Resume>().is_some());
     assert!(
         step(rt, "status", client.run(&QueryStatus))
             .await
@@ -430,12 +427,12 @@ pub async fn quit<R: TestRuntime>(rt: R) {
     let Some(mut q) = system("quit") else { return };
     let client = connect(rt, &q, plain::<R>()).await;
     let mut events = client.subscribe(EventFilter::all());
-    step(rt, "quit", client.run(&qmp_proto::command::Quit))
+    step(rt, "quit", client.run(&qmp_qapi::qmp::Quit))
         .await
         .unwrap();
     let e = next_event(rt, &mut events).await.unwrap().unwrap();
-    let shutdown = e.decode::<qmp_proto::events::Shutdown>().unwrap().unwrap();
-    assert_eq!(shutdown.reason, "host-qmp-quit");
+    let shutdown = e.decode::<event::Shutdown>().unwrap().unwrap();
+    assert_eq!(shutdown.reason, qmp_qapi::qmp::ShutdownCause::HostQmpQuit);
     assert!(next_event(rt, &mut events).await.is_none(), "stream ends");
     assert_eq!(step(rt, "closed", client.closed()).await, CloseReason::Quit);
     assert!(client

@@ -5,8 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use qmp_proto::command::QueryVersion;
 use qmp_proto::Error;
+use qmp_qapi::qmp::{event, QueryStatus, QueryVersion};
 use qmp_testkit::{Emulator, Qemu, QemuOptions};
 use serde_json::json;
 use std::path::Path;
@@ -31,6 +31,12 @@ macro_rules! vm_tool {
             client.execute("stop", ())$($await)*?;
             let stop = client.wait_event("STOP", |_| true, Duration::from_secs(5))$($await)*?;
             out.push(format!("event {}", stop.name));
+            client.execute("cont", ())$($await)*?;
+            client.wait_event_typed::<event::Resume>(|_| true, Duration::from_secs(5))$($await)*?;
+            client.execute("stop", ())$($await)*?;
+            client.wait_event_typed::<event::Stop>(|_| true, Duration::from_secs(5))$($await)*?;
+            let stopped = client.run(&QueryStatus)$($await)*?;
+            out.push(format!("status {}", stopped.status));
             match client.execute("blockdev-del", json!({"node-name": "nope"}))$($await)* {
                 Err(Error::Qmp { command, error }) => {
                     out.push(format!("{command} failed: {}", error.class.as_str()))
@@ -73,6 +79,7 @@ fn the_same_program_runs_the_same_on_every_client() {
         "VM is running".into(),
         "major 10".into(),
         "event STOP".into(),
+        "status paused".into(),
         "blockdev-del failed: GenericError".into(),
         "exec-oob refused: true".into(),
         "event RESUME".into(),

@@ -3,7 +3,7 @@
 //! `cargo run -p qmp-async-std --example vm_status_async_std -- /path/to/qmp.sock` (or `HOST:PORT`)
 
 use qmp_async_std::Client;
-use qmp_proto::command::QueryStatus;
+use qmp_qapi::qmp::QueryStatus;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     async_std::task::block_on(async {

@@ -11,7 +11,7 @@
 //! ```no_run
 //! use futures::StreamExt;
 //! use qmp_async_std::{Client, EventFilter};
-//! use qmp_proto::command::QueryVersion;
+//! use qmp_qapi::qmp::QueryVersion;
 //!
 //! async_std::task::block_on(async {
 //!     let client = Client::connect_unix("/tmp/qmp.sock").await?;
@@ -31,8 +31,9 @@
 #![deny(missing_docs)]
 
 pub use qmp_async::{
-    Call, CallOptions, CloseReason, Command, Config, Error, Event, EventFilter, EventStream,
-    Events, Greeting, Limits, Missed, ProtocolError, QmpError, Stats, Transport, Warning,
+    Call, CallOptions, CloseReason, Command, Config, Error, Event, EventData, EventFilter,
+    EventStream, Events, Greeting, Limits, Missed, ProtocolError, QmpError, Stats, Transport,
+    Warning,
 };
 
 use async_io::Async;

@@ -7,7 +7,8 @@ use crate::events::{EventFilter, EventStream, Events};
 use crate::shared::{register, Inner, Slot, Wakeups};
 use crate::{Builder, Error, Runtime};
 use futures::future::{self, Either};
-use qmp_proto::command::AddFdInfo;
+use qmp_proto::command::add_fd_arguments;
+use qmp_proto::events::EventData;
 use qmp_proto::{CloseReason, Command, Event, ExecuteOptions, Greeting, Warning};
 use serde::Serialize;
 use std::borrow::Cow;
@@ -183,7 +184,7 @@ impl<R: Runtime> Client<R> {
     ///
     /// ```no_run
     /// # async fn f(client: qmp_async::Client<impl qmp_async::Runtime>) -> Result<(), qmp_async::Error> {
-    /// use qmp_proto::command::QueryStatus;
+    /// use qmp_qapi::qmp::QueryStatus;
     /// let status = client.run(&QueryStatus).await?;
     /// println!("running: {}, state: {}", status.running, status.status);
     /// # Ok(()) }
@@ -233,26 +234,26 @@ impl<R: Runtime> Client<R> {
         fdname: &str,
         fd: BorrowedFd<'_>,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
-        let args = qmp_proto::command::Getfd {
-            fdname: fdname.to_string(),
-        };
-        let call = self.run_with(&args, CallOptions::new().fds(&[fd]));
+        let args = serde_json::json!({ "fdname": fdname });
+        let call = self.start(Cow::Borrowed("getfd"), &args, CallOptions::new().fds(&[fd]));
         async move { call.await.map(drop) }
     }
 
     /// `add-fd`: adds `fd` to fd set `fdset_id` (a new set when `None`), with an optional
-    /// `opaque` string (Unix sockets only).
+    /// `opaque` string (Unix sockets only). Returns QEMU's reply, `{"fdset-id": N, "fd": M}`;
+    /// for it typed, run qmp-qapi's `AddFd` with [`CallOptions::fds`].
     pub fn add_fd<'a>(
         &'a self,
         fd: BorrowedFd<'_>,
         fdset_id: Option<i64>,
         opaque: Option<&str>,
-    ) -> impl Future<Output = Result<AddFdInfo, Error>> + Send + 'a {
-        let args = qmp_proto::command::AddFd {
-            fdset_id,
-            opaque: opaque.map(str::to_string),
-        };
-        self.run_with(&args, CallOptions::new().fds(&[fd]))
+    ) -> Call<'a> {
+        let args = add_fd_arguments(fdset_id, opaque);
+        self.start(
+            Cow::Borrowed("add-fd"),
+            &args,
+            CallOptions::new().fds(&[fd]),
+        )
     }
 
     /// Sends `quit` and waits (up to the default timeout) until QEMU has closed the connection
@@ -350,6 +351,39 @@ impl<R: Runtime> Client<R> {
         let what = format!("event {name}");
         self.within(Some((Instant::now() + timeout, timeout)), &what, found)
             .await?
+    }
+
+    /// [`Client::wait_event`] for a typed event: waits at most `timeout` for an event of type
+    /// `E` (named `E::NAME`, e.g. one of qmp-qapi's `qmp::event` types) whose decoded data
+    /// `matches`, and returns the data. An event of that name whose data does not decode as `E`
+    /// fails the call ([`ProtocolError::UnexpectedEvent`](qmp_proto::ProtocolError::UnexpectedEvent)).
+    pub async fn wait_event_typed<E: EventData>(
+        &self,
+        mut matches: impl FnMut(&E) -> bool,
+        timeout: Duration,
+    ) -> Result<E, Error> {
+        let mut found = None;
+        self.wait_event(
+            E::NAME,
+            |e| match e.decode::<E>() {
+                Some(Ok(data)) if matches(&data) => {
+                    found = Some(Ok(data));
+                    true
+                }
+                Some(Err(error)) => {
+                    found = Some(Err(error));
+                    true
+                }
+                _ => false,
+            },
+            timeout,
+        )
+        .await?;
+        match found {
+            Some(Ok(data)) => Ok(data),
+            Some(Err(error)) => Err(Error::unexpected_event(E::NAME, error)),
+            None => Err(Error::Closed { command: None }),
+        }
     }
 
     /// Takes every queued event, oldest first, without waiting.

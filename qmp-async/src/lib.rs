@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! # async fn f<R: qmp_async::Runtime>() -> Result<(), qmp_async::Error> {
-//! use qmp_proto::command::QueryVersion;
+//! use qmp_qapi::qmp::QueryVersion;
 //! use std::time::Duration;
 //! let client = qmp_async::Client::<R>::connect_unix("/run/qemu/vm1.qmp").await?;
 //! let version = client.run(&QueryVersion).await?;
@@ -48,6 +48,7 @@ pub use call::{Call, CallOptions};
 pub use client::{Client, Stats};
 pub use driver::Driver;
 pub use events::{EventFilter, EventStream, Events, Missed};
+pub use qmp_proto::events::EventData;
 pub use qmp_proto::{CloseReason, Command, Config, Event, Greeting, Limits, QmpError, Warning};
 /// The error of every call, shared by every client of this workspace (see [`qmp_proto::Error`]).
 pub use qmp_proto::{Error, ProtocolError};

@@ -2,7 +2,8 @@
 //!
 //! `cargo run -p qmp-blocking --example vm_status -- /path/to/qmp.sock` (or `HOST:PORT`)
 
-use qmp_blocking::{command::QueryStatus, Client};
+use qmp_blocking::Client;
+use qmp_qapi::qmp::QueryStatus;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let target = std::env::args()

@@ -5,7 +5,8 @@ use crate::handlers::{HandlerId, HandlerPanic};
 use crate::shared::{teardown, Shared};
 use crate::slots::Slot;
 use crate::{Builder, Error};
-use qmp_proto::command::AddFdInfo;
+use qmp_proto::command::add_fd_arguments;
+use qmp_proto::events::EventData;
 use qmp_proto::{CloseReason, Command, CommandId, Event, ExecuteOptions, Greeting, Warning};
 use serde::Serialize;
 use serde_json::Value;
@@ -243,7 +244,7 @@ impl Client {
     /// Runs a typed command and decodes its reply.
     ///
     /// ```no_run
-    /// use qmp_blocking::command::QueryStatus;
+    /// use qmp_qapi::qmp::QueryStatus; // qmp-qapi: a type for every command of QEMU's schema
     /// # let client = qmp_blocking::Client::connect_unix("/tmp/qmp.sock")?;
     /// let status = client.run(&QueryStatus)?;
     /// println!("running: {}, state: {}", status.running, status.status);
@@ -335,27 +336,22 @@ impl Client {
     /// # Ok::<(), qmp_blocking::Error>(())
     /// ```
     pub fn getfd(&self, fdname: &str, fd: BorrowedFd<'_>) -> Result<(), Error> {
-        let fds = [fd];
-        let args = qmp_proto::command::Getfd {
-            fdname: fdname.to_string(),
-        };
-        self.run_with(&args, CallOptions::new().fds(&fds)).map(drop)
+        let args = serde_json::json!({ "fdname": fdname });
+        self.execute_with("getfd", args, CallOptions::new().fds(&[fd]))
+            .map(drop)
     }
 
     /// `add-fd`: adds `fd` to fd set `fdset_id` (a new set when `None`), with an optional
-    /// `opaque` string (Unix sockets only).
+    /// `opaque` string (Unix sockets only). Returns QEMU's reply, `{"fdset-id": N, "fd": M}`;
+    /// for it typed, run qmp-qapi's `AddFd` with [`CallOptions::fds`].
     pub fn add_fd(
         &self,
         fd: BorrowedFd<'_>,
         fdset_id: Option<i64>,
         opaque: Option<&str>,
-    ) -> Result<AddFdInfo, Error> {
-        let fds = [fd];
-        let args = qmp_proto::command::AddFd {
-            fdset_id,
-            opaque: opaque.map(str::to_string),
-        };
-        self.run_with(&args, CallOptions::new().fds(&fds))
+    ) -> Result<Value, Error> {
+        let args = add_fd_arguments(fdset_id, opaque);
+        self.execute_with("add-fd", args, CallOptions::new().fds(&[fd]))
     }
 
     /// Sends `quit` and waits (up to the default timeout) until QEMU has closed the connection
@@ -465,6 +461,52 @@ impl Client {
                 }
             },
         )
+    }
+
+    /// [`Client::wait_event`] for a typed event: waits at most `timeout` for an event of type
+    /// `E` (named `E::NAME`, e.g. one of qmp-qapi's `qmp::event` types) whose decoded data
+    /// `matches`, and returns the data. An event of that name whose data does not decode as `E`
+    /// fails the call ([`ProtocolError::UnexpectedEvent`](qmp_proto::ProtocolError::UnexpectedEvent)).
+    ///
+    /// ```no_run
+    /// # #[derive(serde::Deserialize)] struct JobStatusChange { id: String, status: String }
+    /// # impl qmp_proto::events::EventData for JobStatusChange { const NAME: &'static str = "JOB_STATUS_CHANGE"; }
+    /// use std::time::Duration;
+    /// # let client = qmp_blocking::Client::connect_unix("/tmp/qmp.sock")?;
+    /// // With qmp-qapi: qmp_qapi::qmp::event::JobStatusChange, whose status is a JobStatus.
+    /// let done = client.wait_event_typed::<JobStatusChange>(
+    ///     |e| e.id == "job0" && e.status == "concluded",
+    ///     Duration::from_secs(30),
+    /// )?;
+    /// # let _ = done;
+    /// # Ok::<(), qmp_blocking::Error>(())
+    /// ```
+    pub fn wait_event_typed<E: EventData>(
+        &self,
+        mut matches: impl FnMut(&E) -> bool,
+        timeout: Duration,
+    ) -> Result<E, Error> {
+        let mut found = None;
+        self.wait_event(
+            E::NAME,
+            |e| match e.decode::<E>() {
+                Some(Ok(data)) if matches(&data) => {
+                    found = Some(Ok(data));
+                    true
+                }
+                Some(Err(error)) => {
+                    found = Some(Err(error));
+                    true
+                }
+                _ => false,
+            },
+            timeout,
+        )?;
+        match found {
+            Some(Ok(data)) => Ok(data),
+            Some(Err(error)) => Err(Error::unexpected_event(E::NAME, error)),
+            None => Err(Error::Closed { command: None }),
+        }
     }
 
     /// Takes every queued event, oldest first, without waiting.

@@ -13,7 +13,7 @@
 //! println!("QEMU {}", client.greeting().version);
 //!
 //! let status = client.query("status")?;                      // query-status
-//! println!("VM is {}", status["status"]);
+//! println!("VM is {}", status["status"].as_str().unwrap_or("?"));
 //!
 //! client.execute("stop", ())?;
 //! let stop = client.wait_event("STOP", |_| true, Duration::from_secs(5))?;
@@ -52,6 +52,12 @@
 //! write call each. Event handlers and completion callbacks run on a small worker pool
 //! ([`Builder::handler_threads`]); a panic there is caught and reported.
 //!
+//! # Typed commands and events
+//! [`Client::run`] takes any [`Command`] and returns its typed output; [`Client::wait_event_typed`]
+//! any [`EventData`]. The crate `qmp-qapi` has a type for every command and event of QEMU's
+//! schema (`qmp_qapi::qmp::QueryStatus`, `qmp_qapi::qmp::event::JobStatusChange`, ...); this crate
+//! does not depend on it, so a tool that needs none of them does not build them.
+//!
 //! # Errors
 //! [`Error`] says what happened: QEMU's error with class, description and the command
 //! ([`Error::Qmp`]), [`Error::Timeout`], [`Error::Disconnected`] (at once when QEMU dies, for
@@ -79,10 +85,7 @@ pub use handlers::{HandlerId, HandlerPanic};
 pub use qmp_proto::{Error, ProtocolError};
 
 pub use qmp_proto;
-/// Typed commands (`QueryStatus`, `Stop`, `AddFd`, ...) for [`Client::run`], from qmp-proto.
-pub use qmp_proto::command;
-/// Typed event data (`Shutdown`, `JobStatusChange`, ...) for [`Event::decode`], from qmp-proto.
-pub use qmp_proto::events as event_data;
+pub use qmp_proto::events::EventData;
 pub use qmp_proto::{
     CloseReason, Command, Config, ErrorClass, Event, Greeting, Limits, QmpError, Warning,
 };

@@ -122,7 +122,7 @@ fn garbage_is_skipped_and_reported_and_a_non_json_reply_fails_its_command() {
         "{e:?}"
     );
     // A reply of the wrong shape for a typed command.
-    let e = c.run(&qmp_blocking::command::QueryStatus).unwrap_err();
+    let e = c.run(&qmp_qapi::qmp::QueryStatus).unwrap_err();
     assert!(
         matches!(
             &e,
@@ -332,4 +332,38 @@ fn a_close_before_the_greeting_is_disconnected_at_once() {
         .connect_unix(p.path())
         .unwrap_err();
     assert!(e.is_disconnected(), "{e:?}");
+}
+
+#[test]
+fn a_typed_event_whose_data_does_not_fit_fails_only_that_wait() {
+    let p = peer(vec![
+        Step::Send(
+            b"{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"id\": 7, \"status\": \"running\"}}\r\n\
+              {\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"id\": \"j0\", \"status\": \"concluded\"}}\r\n"
+                .to_vec(),
+        ),
+        // Stays open until the client goes.
+        Step::ReadLines(2),
+    ]);
+    let c = connect(&p, config());
+    use qmp_qapi::qmp::{event::JobStatusChange, JobStatus};
+    let e = c
+        .wait_event_typed::<JobStatusChange>(|_| true, T)
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Protocol {
+                problem: ProtocolError::UnexpectedEvent { name, .. },
+                ..
+            } if name == "JOB_STATUS_CHANGE"
+        ),
+        "{e:?}"
+    );
+    let done = c
+        .wait_event_typed::<JobStatusChange>(|e| e.status == JobStatus::Concluded, T)
+        .unwrap();
+    assert_eq!(done.id, "j0");
+    drop(c);
+    p.join();
 }

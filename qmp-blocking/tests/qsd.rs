@@ -3,8 +3,8 @@
 // Test helpers outside #[test] functions unwrap too.
 #![allow(clippy::unwrap_used)]
 
-use qmp_blocking::command::QueryVersion;
 use qmp_blocking::{Client, Error, ErrorClass};
+use qmp_qapi::qmp::QueryVersion;
 use qmp_testkit::{Emulator, Qemu, QemuOptions};
 use serde_json::json;
 use std::time::Duration;
@@ -45,8 +45,8 @@ fn query_version_untyped_and_typed() {
     let v = c.execute("query-version", ()).unwrap();
     assert_eq!(v["qemu"]["major"], 10);
     let typed = c.run(&QueryVersion).unwrap();
-    assert_eq!(typed.qemu.major, c.greeting().version.major);
-    assert_eq!(typed.qemu.minor, c.greeting().version.minor);
+    assert_eq!(typed.qemu.major, c.greeting().version.major as i64);
+    assert_eq!(typed.qemu.minor, c.greeting().version.minor as i64);
     assert_eq!(c.query("version").unwrap(), v);
 }
 

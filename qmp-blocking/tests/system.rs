@@ -4,9 +4,9 @@
 // Test helpers outside #[test] functions unwrap too.
 #![allow(clippy::unwrap_used)]
 
-use qmp_blocking::command::{HumanMonitorCommand, QueryFdsets, QueryStatus};
-use qmp_blocking::event_data::{Reset, Shutdown};
 use qmp_blocking::{Client, Error};
+use qmp_qapi::qmp::event::{Reset, Shutdown};
+use qmp_qapi::qmp::{HumanMonitorCommand, QueryFdsets, QueryStatus};
 use qmp_testkit::{Emulator, Qemu, QemuOptions};
 use serde_json::json;
 use std::os::fd::AsFd;
@@ -44,19 +44,22 @@ fn stop_cont_reset_and_human_monitor_command() {
     let c = connect(&q);
     assert!(c.run(&QueryStatus).unwrap().running);
     c.execute("stop", ()).unwrap();
-    c.wait_event("STOP", |_| true, T).unwrap();
+    c.wait_event_typed::<qmp_qapi::qmp::event::Stop>(|_| true, T)
+        .unwrap();
     let status = c.run(&QueryStatus).unwrap();
-    assert_eq!((status.running, status.status.as_str()), (false, "paused"));
+    assert_eq!(
+        (status.running, status.status),
+        (false, qmp_qapi::qmp::RunState::Paused)
+    );
     assert_eq!(c.query("status").unwrap()["status"], "paused");
     c.execute("cont", ()).unwrap();
     c.wait_event("RESUME", |_| true, T).unwrap();
     assert!(c.run(&QueryStatus).unwrap().running);
     c.execute("system_reset", ()).unwrap();
-    let reset = c.wait_event("RESET", |_| true, T).unwrap();
-    let data: Reset = reset.decode::<Reset>().unwrap().unwrap();
+    let data = c.wait_event_typed::<Reset>(|r| !r.guest, T).unwrap();
     assert_eq!(
-        (data.guest, data.reason.as_str()),
-        (false, "host-qmp-system-reset")
+        data.reason,
+        qmp_qapi::qmp::ShutdownCause::HostQmpSystemReset
     );
     let text = c.run(&HumanMonitorCommand::new("info status")).unwrap();
     assert_eq!(text, "VM status: running\r\n");
@@ -75,7 +78,7 @@ fn quit_sends_shutdown_and_closes_cleanly() {
     let events: Vec<_> = c.events().collect();
     assert_eq!(events.len(), 1, "{events:?}");
     let s: Shutdown = events[0].decode::<Shutdown>().unwrap().unwrap();
-    assert_eq!(s.reason, "host-qmp-quit");
+    assert_eq!(s.reason, qmp_qapi::qmp::ShutdownCause::HostQmpQuit);
     assert!(c.next_event(T).unwrap_err().is_disconnected());
     assert!(c.events().next_timeout(T).unwrap_err().is_disconnected());
     assert!(c.execute("query-status", ()).unwrap_err().is_disconnected());
@@ -92,14 +95,26 @@ fn add_fd_and_getfd_pass_a_real_file() {
     let path = q.dir().join("disk.img");
     let file = std::fs::File::create(&path).unwrap();
     let info = c.add_fd(file.as_fd(), Some(7), Some("my-file")).unwrap();
-    assert_eq!(info.fdset_id, 7);
+    assert_eq!(info["fdset-id"], 7);
     let sets = c.run(&QueryFdsets).unwrap();
     let set = sets
         .iter()
         .find(|s| s.fdset_id == 7)
         .expect("fd set 7 listed");
     assert_eq!(set.fds.len(), 1);
-    assert_eq!(set.fds[0].fd, info.fd);
+    assert_eq!(set.fds[0].fd, info["fd"]);
+    // The same, typed, through qmp-qapi's command and CallOptions::fds.
+    let typed = c
+        .run_with(
+            &qmp_qapi::qmp::AddFd {
+                fdset_id: Some(7),
+                opaque: None,
+            },
+            qmp_blocking::CallOptions::new().fds(&[file.as_fd()]),
+        )
+        .unwrap();
+    assert_eq!(typed.fdset_id, 7);
+    assert_ne!(typed.fd, info["fd"]);
     assert_eq!(set.fds[0].opaque.as_deref(), Some("my-file"));
     // getfd + closefd: closefd fails unless QEMU really holds a descriptor of that name.
     c.getfd("f0", file.as_fd()).unwrap();

@@ -98,6 +98,13 @@ pub enum ProtocolError {
     Negotiation(CloseReason),
     /// The reply decoded, but not into the typed command's output type.
     UnexpectedReply(serde_json::Error),
+    /// An event's data did not decode into the typed event asked for (`wait_event_typed`).
+    UnexpectedEvent {
+        /// The event's name.
+        name: String,
+        /// What did not fit.
+        error: serde_json::Error,
+    },
 }
 
 impl fmt::Display for ProtocolError {
@@ -107,6 +114,9 @@ impl fmt::Display for ProtocolError {
             ProtocolError::Negotiation(r) => write!(f, "{r}"),
             ProtocolError::UnexpectedReply(e) => {
                 write!(f, "the reply does not have the expected shape: {e}")
+            }
+            ProtocolError::UnexpectedEvent { name, error } => {
+                write!(f, "event {name} does not have the expected shape: {error}")
             }
         }
     }
@@ -200,6 +210,17 @@ impl Error {
         }
     }
 
+    /// An event named `name` whose data did not decode as the typed event asked for.
+    pub fn unexpected_event(name: &str, error: serde_json::Error) -> Self {
+        Error::Protocol {
+            command: None,
+            problem: ProtocolError::UnexpectedEvent {
+                name: name.to_string(),
+                error,
+            },
+        }
+    }
+
     /// The session closed for `reason` while `command` (if any) was outstanding.
     pub fn from_close(command: Option<&str>, sent: bool, reason: CloseReason) -> Self {
         let command = command.map(str::to_string);
@@ -279,6 +300,10 @@ impl std::error::Error for Error {
                 problem: ProtocolError::Undecodable(e),
                 ..
             } => Some(e),
+            Error::Protocol {
+                problem: ProtocolError::UnexpectedEvent { error, .. },
+                ..
+            } => Some(error),
             _ => None,
         }
     }

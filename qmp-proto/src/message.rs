@@ -149,13 +149,7 @@ impl Event {
     /// Returns `None` for another event, `Some(Err(..))` when the name matches but the data does not
     /// have the expected shape.
     ///
-    /// ```
-    /// use qmp_proto::{events::Shutdown, Event};
-    /// let e = Event { name: "SHUTDOWN".into(), data: serde_json::from_str(
-    ///     r#"{"guest": false, "reason": "host-qmp-quit"}"#).unwrap(), timestamp: None };
-    /// let s: Shutdown = e.decode::<Shutdown>().unwrap().unwrap();
-    /// assert_eq!(s.reason, "host-qmp-quit");
-    /// ```
+    /// See [`events`](crate::events) for an example.
     pub fn decode<E: crate::events::EventData>(&self) -> Option<Result<E, serde_json::Error>> {
         (self.name == E::NAME).then(|| serde::Deserialize::deserialize(&self.data))
     }

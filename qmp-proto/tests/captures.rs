@@ -9,7 +9,6 @@
 // Helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
-use qmp_proto::command::{QueryVersion, VersionInfo};
 use qmp_proto::{
     CloseReason, CommandError, Config, DecodeError, Decoder, ErrorClass, Limits, Output,
     ServerMessage, Session,
@@ -269,9 +268,7 @@ fn replay(cap: &Capture, chunk: usize) {
                             assert_eq!(*v, m["return"]);
                         }
                         ("query-version", Ok(v)) => {
-                            let info: VersionInfo =
-                                <QueryVersion as qmp_proto::Command>::decode_output(v.clone())
-                                    .unwrap();
+                            let info: VersionInfo = serde_json::from_value(v.clone()).unwrap();
                             assert_eq!((info.qemu.major, info.qemu.minor), (10, 0));
                         }
                         (_, Ok(v)) => assert_eq!(*v, m["return"], "{name} {}", cmd.execute),
@@ -311,4 +308,16 @@ fn captures_replay_one_byte_at_a_time() {
     for name in NAMES {
         replay(&capture(name), 1);
     }
+}
+
+/// `query-version`'s return, as qmp-qapi types it (qmp-proto cannot depend on it).
+#[derive(serde::Deserialize)]
+struct VersionInfo {
+    qemu: VersionTriple,
+}
+
+#[derive(serde::Deserialize)]
+struct VersionTriple {
+    major: u64,
+    minor: u64,
 }

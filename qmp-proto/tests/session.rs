@@ -4,7 +4,6 @@
 // Helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
-use qmp_proto::command::{HumanMonitorCommand, QueryStatus, StatusInfo};
 use qmp_proto::{
     CloseReason, CommandError, CommandId, Config, DecodeError, Disconnect, EncodeError, ErrorClass,
     ExecuteOptions, Handshake, IoFailure, Limits, Output, Session, State, SubmitError, Warning,
@@ -72,6 +71,67 @@ fn ready(request_oob: bool, greeting: &[u8]) -> Session {
     assert_eq!(s.state(), State::Ready);
     outputs(&mut s);
     s
+}
+
+// Typed commands and events of the shape qmp-qapi generates (qmp-proto cannot depend on it).
+
+#[derive(serde::Serialize)]
+struct QueryStatus;
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct StatusInfo {
+    running: bool,
+    status: String,
+}
+
+impl qmp_proto::Command for QueryStatus {
+    const NAME: &'static str = "query-status";
+    type Output = StatusInfo;
+}
+
+#[derive(serde::Serialize)]
+struct HumanMonitorCommand {
+    #[serde(rename = "command-line")]
+    command_line: String,
+}
+
+impl HumanMonitorCommand {
+    fn new(command_line: &str) -> Self {
+        HumanMonitorCommand {
+            command_line: command_line.into(),
+        }
+    }
+}
+
+impl qmp_proto::Command for HumanMonitorCommand {
+    const NAME: &'static str = "human-monitor-command";
+    type Output = String;
+}
+
+#[derive(serde::Serialize)]
+struct Quit;
+
+impl qmp_proto::Command for Quit {
+    const NAME: &'static str = "quit";
+    type Output = qmp_proto::command::Empty;
+}
+
+#[derive(serde::Deserialize)]
+struct Shutdown {
+    reason: String,
+}
+
+impl qmp_proto::events::EventData for Shutdown {
+    const NAME: &'static str = "SHUTDOWN";
+}
+
+#[derive(serde::Deserialize)]
+struct Reset {
+    reason: String,
+}
+
+impl qmp_proto::events::EventData for Reset {
+    const NAME: &'static str = "RESET";
 }
 
 /// The close reason of a plain end of stream.
@@ -704,7 +764,7 @@ fn events_arrive_anywhere_with_or_without_data() {
     };
     assert_eq!(reset.timestamp.unwrap().seconds, 5);
     assert_eq!(reset.timestamp.unwrap().microseconds, 6);
-    let typed = reset.decode::<qmp_proto::events::Reset>().unwrap().unwrap();
+    let typed = reset.decode::<Reset>().unwrap().unwrap();
     assert_eq!(typed.reason, "host-qmp-system-reset");
     assert!(matches!(&out[3], Output::Event(e) if e.timestamp.is_none()));
     assert_eq!(out[4], Output::Ready);
@@ -1081,7 +1141,7 @@ fn fault_1026_id_less_errors_with_three_commands_pending() {
 #[test]
 fn fault_quit_shutdown_reply_then_reset() {
     let mut s = ready(false, GREETING_PLAIN);
-    let q = s.submit(&qmp_proto::command::Quit).unwrap();
+    let q = s.submit(&Quit).unwrap();
     sent(&mut s);
     let mut input = b"{\"timestamp\": {\"seconds\": 1795674316, \"microseconds\": 793698}, \"event\": \"SHUTDOWN\", \"data\": {\"guest\": false, \"reason\": \"host-qmp-quit\"}}\r\n".to_vec();
     input.extend_from_slice(&ret("t1", json!({})));
@@ -1091,7 +1151,7 @@ fn fault_quit_shutdown_reply_then_reset() {
     let Output::Event(e) = &out[0] else {
         panic!("{out:?}")
     };
-    let shutdown = e.decode::<qmp_proto::events::Shutdown>().unwrap().unwrap();
+    let shutdown = e.decode::<Shutdown>().unwrap().unwrap();
     assert_eq!(shutdown.reason, "host-qmp-quit");
     assert_eq!(reply_of(&out[1]), (q, &Ok(json!({}))));
     assert_eq!(out[2], Output::Closed(CloseReason::Quit));

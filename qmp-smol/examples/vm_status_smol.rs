@@ -2,7 +2,7 @@
 //!
 //! `cargo run -p qmp-smol --example vm_status_smol -- /path/to/qmp.sock` (or `HOST:PORT`)
 
-use qmp_proto::command::QueryStatus;
+use qmp_qapi::qmp::QueryStatus;
 use qmp_smol::Client;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

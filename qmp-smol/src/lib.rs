@@ -9,7 +9,7 @@
 //! ```no_run
 //! use futures::StreamExt;
 //! use qmp_smol::{Client, EventFilter};
-//! use qmp_proto::command::QueryVersion;
+//! use qmp_qapi::qmp::QueryVersion;
 //!
 //! smol::block_on(async {
 //!     let client = Client::connect_unix("/tmp/qmp.sock").await?;
@@ -29,8 +29,9 @@
 #![deny(missing_docs)]
 
 pub use qmp_async::{
-    Call, CallOptions, CloseReason, Command, Config, Error, Event, EventFilter, EventStream,
-    Events, Greeting, Limits, Missed, ProtocolError, QmpError, Stats, Transport, Warning,
+    Call, CallOptions, CloseReason, Command, Config, Error, Event, EventData, EventFilter,
+    EventStream, Events, Greeting, Limits, Missed, ProtocolError, QmpError, Stats, Transport,
+    Warning,
 };
 
 use futures::future::BoxFuture;

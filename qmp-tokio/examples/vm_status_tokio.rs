@@ -2,7 +2,7 @@
 //!
 //! `cargo run -p qmp-tokio --example vm_status_tokio -- /path/to/qmp.sock` (or `HOST:PORT`)
 
-use qmp_proto::command::QueryStatus;
+use qmp_qapi::qmp::QueryStatus;
 use qmp_tokio::Client;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

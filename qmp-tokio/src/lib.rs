@@ -45,8 +45,9 @@ mod compat;
 mod unix;
 
 pub use qmp_async::{
-    Call, CallOptions, CloseReason, Command, Config, Error, Event, EventFilter, EventStream,
-    Events, Greeting, Limits, Missed, ProtocolError, QmpError, Stats, Transport, Warning,
+    Call, CallOptions, CloseReason, Command, Config, Error, Event, EventData, EventFilter,
+    EventStream, Events, Greeting, Limits, Missed, ProtocolError, QmpError, Stats, Transport,
+    Warning,
 };
 
 use compat::Compat;
