@@ -66,7 +66,10 @@ pub struct Options {
     /// How long connecting may take, up to the end of capability negotiation. Default: 10 s.
     pub connect_timeout: Option<Duration>,
     /// The timeout of every call, unless a handle sets its own ([`Client::with_timeout`]).
-    /// Default: none.
+    /// Default: 30 s, as in qmp-blocking, so that a call with default options ends, with
+    /// [`Error::Timeout`], even when QEMU goes silent. `None` waits without limit (for a command
+    /// known to take longer, or a caller with its own deadline); a call that times out is
+    /// abandoned, and its late reply is discarded.
     pub timeout: Option<Duration>,
     /// How many unread events each subscriber may hold before the oldest are dropped (and
     /// counted). Default: 1024.
@@ -78,7 +81,7 @@ impl Default for Options {
         Options {
             config: Config::default(),
             connect_timeout: Some(Duration::from_secs(10)),
-            timeout: None,
+            timeout: Some(Duration::from_secs(30)),
             event_buffer: 1024,
         }
     }

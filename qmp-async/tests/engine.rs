@@ -125,12 +125,31 @@ impl Runtime for NoRuntime {
     }
 }
 
+/// Nothing is spawned; every timer fires at once, and the durations asked for are recorded.
+#[derive(Default)]
+struct InstantTimers(Mutex<Vec<Duration>>);
+
+impl Runtime for InstantTimers {
+    fn spawn(&self, _: BoxFuture<'static, ()>) {
+        unreachable!("the tests poll the driver themselves")
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        self.0.lock().unwrap().push(duration);
+        Box::pin(futures::future::ready(()))
+    }
+}
+
 fn poll<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
     Pin::new(f).poll(&mut Context::from_waker(noop_waker_ref()))
 }
 
 /// A negotiated connection with ids `t1`, `t2`, ...; the driver is polled by hand.
 fn connected() -> (Client, Driver, Peer) {
+    connected_on(Arc::new(NoRuntime))
+}
+
+fn connected_on(runtime: Arc<dyn Runtime>) -> (Client, Driver, Peer) {
     let peer = Peer(Arc::new(Mutex::new(Wire {
         max_write: usize::MAX,
         ..Wire::default()
@@ -138,7 +157,7 @@ fn connected() -> (Client, Driver, Peer) {
     let mut options = Options::default();
     options.config.id_prefix = Some("t".into());
     let transport = Transport::new(peer.clone(), peer.clone());
-    let (client, mut driver) = qmp_async::connection(transport, &options, Arc::new(NoRuntime));
+    let (client, mut driver) = qmp_async::connection(transport, &options, runtime);
     peer.send(GREETING);
     assert!(poll(&mut driver).is_pending());
     assert_eq!(
@@ -305,4 +324,20 @@ fn a_refused_command_fails_at_once_and_sends_nothing() {
     ));
     assert_eq!(peer.received(), "");
     assert_eq!((client.outstanding(), client.waiting()), (0, 0));
+}
+
+#[test]
+fn calls_with_default_options_time_out_after_30_seconds() {
+    // A QEMU that never answers: with default options the call still ends, with a timeout.
+    let timers = Arc::new(InstantTimers::default());
+    let (client, _driver, _peer) = connected_on(timers.clone());
+    assert_eq!(client.timeout(), Some(Duration::from_secs(30)));
+    let mut call = client.execute("query-version", &());
+    assert!(matches!(poll(&mut call), Poll::Ready(Err(Error::Timeout))));
+    assert_eq!(*timers.0.lock().unwrap(), [Duration::from_secs(30)]);
+    // Without a limit, asked for: no timer, the call waits.
+    let relaxed = client.with_timeout(None);
+    let mut patient = relaxed.execute("query-version", &());
+    assert!(poll(&mut patient).is_pending());
+    assert_eq!(timers.0.lock().unwrap().len(), 1);
 }
