@@ -131,6 +131,9 @@ pub(crate) struct Framer {
     /// Whether the last byte fed (the end of the previous chunk) was a line feed, for the line rule
     /// at the start of a chunk.
     after_lf: bool,
+    /// Messages started so far: tells `scan_message` whether the message it measured against the
+    /// size limit is still the current one.
+    started: u64,
     /// Bytes of the current message that arrived in earlier chunks.
     buf: Vec<u8>,
 }
@@ -149,6 +152,7 @@ impl Framer {
             in_string: false,
             escaped: false,
             after_lf: false,
+            started: 0,
             buf: Vec::new(),
         }
     }
@@ -305,11 +309,13 @@ impl Framer {
         emit: &mut dyn FnMut(Frame<'_>),
     ) -> usize {
         // Bytes of this message at `seg_start + room` and beyond are over the limit.
-        let start = *seg_start;
+        let (start, started) = (*seg_start, self.started);
         let room = self.max_size - self.buf.len();
         let limit = chunk.len().min(start.saturating_add(room));
         let end = self.scan_within(&chunk[..limit], i, seg_start, emit);
-        let same_message = *seg_start == start && matches!(self.phase, Phase::Message);
+        // A message cut by the line rule may have been followed by a new one (even at the same
+        // index, at the start of a chunk): the limit above was not measured for that one.
+        let same_message = self.started == started && matches!(self.phase, Phase::Message);
         if limit < chunk.len() && end == limit && same_message {
             if chunk[limit] == b'{' && self.line_start(chunk, limit) {
                 // The byte past the limit starts a new message: this one was cut, not too large.
@@ -423,6 +429,7 @@ impl Framer {
     }
 
     fn start_message(&mut self) {
+        self.started = self.started.wrapping_add(1);
         self.phase = Phase::Message;
         self.depth = 1;
         self.in_string = false;
@@ -819,6 +826,18 @@ mod tests {
             all_splits(s.as_bytes(), broken.len() + 2, 64),
             vec![F::U(broken.len() + 2, None), F::M(REPLY.into())]
         );
+    }
+
+    #[test]
+    fn a_message_that_starts_a_chunk_is_measured_against_its_own_limit() {
+        // 63 bytes held from earlier chunks (limit 64), then a chunk starting with a new message:
+        // that message has the whole limit, not the 1 byte the cut one had left (found by fuzzing).
+        let broken = format!("{{\"a\": \"{}\n", "y".repeat(55));
+        assert_eq!(broken.len(), 63);
+        let next = "{\"data\": \"0123456789\", \"id\": \"p1\"}";
+        let out = frames(64, 8, &[broken.as_bytes(), next.as_bytes()]);
+        assert_eq!(out, vec![F::U(63, None), F::M(next.into())]);
+        assert_eq!(all_splits(format!("{broken}{next}").as_bytes(), 64, 8), out);
     }
 
     #[test]
