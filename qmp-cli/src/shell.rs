@@ -6,7 +6,7 @@
 use crate::monitor::{Monitor, Recv};
 use crate::output::{self, Style};
 use crate::schema::Schema;
-use crate::transport::{self, Target};
+use crate::transport::{self, Events, Target};
 use crate::{args, Failure};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -454,8 +454,12 @@ impl Shell<'_> {
 pub(crate) fn run(target: &Target, timeout: Duration, style: Style) -> Result<u8, Failure> {
     let terminal = std::io::stdin().is_terminal();
     // A script prints events from a handler as they arrive; nothing is left to queue.
-    let queue = if terminal { crate::EVENT_QUEUE } else { 0 };
-    let conn = transport::connect(target, timeout, queue)?;
+    let events = if terminal {
+        Events::Queued
+    } else {
+        Events::Handled
+    };
+    let conn = transport::connect(target, timeout, events)?;
     let schema = match conn.schema() {
         Ok(s) => Some(Arc::new(s)),
         Err(f) if f.code == 1 => {
