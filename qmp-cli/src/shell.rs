@@ -490,8 +490,25 @@ fn script(mut shell: Shell<'_>) -> Result<u8, Failure> {
     });
     let mut code = 0;
     let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let line = line.map_err(|e| Failure::connection(format!("reading stdin: {e}")))?;
+    for (n, line) in stdin.lock().split(b'\n').enumerate() {
+        // A line that cannot be read is a usage error (exit status 2), like a line that does not
+        // parse: a bad line is skipped, a stdin that fails ends the script.
+        let mut line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                eprintln!("error: reading stdin: {e}");
+                code = code.max(2);
+                break;
+            }
+        };
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let Ok(line) = String::from_utf8(line) else {
+            eprintln!("error: line {} is not UTF-8; skipped", n + 1);
+            code = code.max(2);
+            continue;
+        };
         match shell.run_line(&line)? {
             Outcome::Done => {}
             Outcome::Failed => code = code.max(1),

@@ -770,6 +770,15 @@ fn shell_exit_status_reports_failed_lines() {
     );
     assert_eq!(r.code, 2, "{r:?}");
     assert_eq!(r.stdout.lines().count(), 1, "{r:?}");
+    // A line that is not UTF-8 cannot be read: exit status 2 (a usage error, as --help says),
+    // and the lines after it still run.
+    let r = qmp_stdin(
+        &["-s", s(q.socket()), "shell"],
+        b"query-\xff\xfeversion\r\nquery-version\r\n",
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("line 1 is not UTF-8"), "{r:?}");
+    assert_eq!(r.stdout.lines().count(), 1, "{r:?}");
     // quit ends the shell; QEMU exits.
     let r = qmp_stdin(&["-s", s(q.socket()), "shell"], "quit\nquery-version\n");
     assert_eq!(r.code, 0, "{r:?}");
