@@ -15,7 +15,8 @@
 //! - resynchronisation: after any input, a well-formed message that starts a line (a line feed,
 //!   then the message) is delivered, whatever state the input left the framer in: the bare
 //!   `Decoder`'s last result is that message, whole and chunked, and a session that is still open
-//!   delivers it as its last output.
+//!   after it delivers it as its last output (the line feed can end an open reply to
+//!   `qmp_capabilities`, which rightly closes the session).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -151,14 +152,18 @@ impl Run {
     fn eof(&mut self) {
         if self.session.state() != State::Closed {
             self.receive(PROBE);
-            let last = self.trace.iter().rev().find_map(|t| match t {
-                Trace::Out(o) => Some(o),
-                _ => None,
-            });
-            assert!(
-                matches!(last, Some(Output::Event(e)) if e.name == "RESYNC_PROBE"),
-                "the message after a resync point was not delivered last: {last:?}"
-            );
+            // The probe may end a message that was the reply to `qmp_capabilities` (cut off by
+            // the line rule): the session then closes, rightly, and delivers nothing after that.
+            if self.session.state() != State::Closed {
+                let last = self.trace.iter().rev().find_map(|t| match t {
+                    Trace::Out(o) => Some(o),
+                    _ => None,
+                });
+                assert!(
+                    matches!(last, Some(Output::Event(e)) if e.name == "RESYNC_PROBE"),
+                    "the message after a resync point was not delivered last: {last:?}"
+                );
+            }
         }
         self.session.receive_eof();
         self.drain();
