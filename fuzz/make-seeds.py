@@ -137,6 +137,17 @@ FAULTS = [
     ("truncated", 0x04, READY + SUBMIT + TRANSMIT + b'{"id": "cap1", "return": {"a"'),
     ("garbage", 0x04, b"hello 123 [1]" + READY + b"\x00\xfe]}" + SUBMIT + TRANSMIT
      + b'{"return": "\\uD83D\\uDE00 \\u00e9", "id": "cap1"}'),
+    # Messages that never close before a reply (the line rule, PROTOCOL.md "Resynchronisation").
+    ("unclosed-deep", 0x04, READY + SUBMIT + TRANSMIT + b'{"event": "X", "data": ' + b"[" * 1000
+     + b'\r\n{"return": {}, "id": "cap1"}\r\n'),
+    ("unclosed-object", 0x04, READY + SUBMIT + TRANSMIT + b'{"event": "X", "data": '
+     + b'{"a": ' * 100 + b'\n{"return": {}, "id": "cap1"}\n'),
+    ("unclosed-string", 0x04, READY + SUBMIT + TRANSMIT + b'{"event": "X", "data": "open\r\n'
+     + b'{"return": {}, "id": "cap1"}\r\n'),
+    ("unclosed-large", 0x01, READY + SUBMIT + TRANSMIT + b'{"event": "X", "data": "' + b"y" * 100
+     + b'\r\n{"return": {}, "id": "cap1"}\r\n'),
+    ("unclosed-pretty", 0x04, READY + SUBMIT + TRANSMIT
+     + b'{\r\n    "event": "X",\r\n    "data": "open\r\n}\r\n{"return": {}, "id": "cap1"}\r\n'),
     ("oob-fd-abandon", 0x0C, READY + SUBMIT + b"\xffo\xfff\xfff" + TRANSMIT + b"\xffa"
      + b'{"return": {}, "id": "cap4"}{"return": {}, "id": "cap3"}' + TRANSMIT
      + b'{"return": {}, "id": "cap4"}{"return": {}, "id": "cap2"}{"return": {}, "id": "cap1"}'),

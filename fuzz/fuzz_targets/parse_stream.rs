@@ -11,14 +11,27 @@
 //! - memory: `buffered()` never exceeds `max_message_size` after any call;
 //! - answers: every submitted id gets at most one reply, none after it was abandoned, and after EOF
 //!   nothing is outstanding, every submitted, non-abandoned id was answered exactly once, and
-//!   `Closed` is the last output.
+//!   `Closed` is the last output;
+//! - resynchronisation: after any input, a well-formed message that starts a line (a line feed,
+//!   then the message) is delivered, whatever state the input left the framer in: the bare
+//!   `Decoder`'s last result is that message, whole and chunked, and a session that is still open
+//!   after it delivers it as its last output (the line feed can end an open reply to
+//!   `qmp_capabilities`, which rightly closes the session).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use qmp_fuzz::{config_from_byte, steps, Action, Chunker, Step};
 use qmp_fuzz::Submit;
-use qmp_proto::{CommandId, Config, Decoder, Output, Session, State};
+use qmp_proto::{CommandId, Config, Decoder, Output, ServerMessage, Session, State};
 use std::collections::{HashMap, HashSet};
+
+/// A well-formed message after a resynchronisation point (a line feed), fed after the input: it
+/// must be delivered. Small enough for the smallest limits of `config_from_byte`.
+const PROBE: &[u8] = b"\n{\"event\": \"RESYNC_PROBE\"}";
+
+fn is_probe(m: &ServerMessage) -> bool {
+    matches!(m, ServerMessage::Event(e) if e.name == "RESYNC_PROBE" && e.data.is_empty())
+}
 
 /// Everything a caller can observe, in order.
 #[derive(Debug, PartialEq)]
@@ -143,6 +156,21 @@ impl Run {
     }
 
     fn eof(&mut self) {
+        if self.session.state() != State::Closed {
+            self.receive(PROBE);
+            // The probe may end a message that was the reply to `qmp_capabilities` (cut off by
+            // the line rule): the session then closes, rightly, and delivers nothing after that.
+            if self.session.state() != State::Closed {
+                let last = self.trace.iter().rev().find_map(|t| match t {
+                    Trace::Out(o) => Some(o),
+                    _ => None,
+                });
+                assert!(
+                    matches!(last, Some(Output::Event(e)) if e.name == "RESYNC_PROBE"),
+                    "the message after a resync point was not delivered last: {last:?}"
+                );
+            }
+        }
         self.session.receive_eof();
         self.drain();
         assert_eq!(self.session.state(), State::Closed);
@@ -181,6 +209,20 @@ fn check_decoder(config: &Config, chunking: u8, stream: &[u8]) {
     }
     d.finish(&mut chunked);
     assert_eq!(whole, chunked, "decoder: chunked differs from whole");
+
+    for chunks in [vec![stream], Chunker::from_byte(chunking).split(stream)] {
+        let mut d = Decoder::new(&config.limits);
+        let mut out = Vec::new();
+        for c in chunks {
+            d.feed(c, &mut out);
+        }
+        out.clear();
+        d.feed(PROBE, &mut out);
+        assert!(
+            matches!(out.last(), Some(Ok(m)) if is_probe(m)),
+            "the message after a resync point was not delivered: {out:?}"
+        );
+    }
 }
 
 fn compare(reference: &[Trace], chunked: &[Trace]) {

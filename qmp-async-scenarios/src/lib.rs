@@ -16,7 +16,9 @@ use qmp_async::{
 };
 use qmp_proto::{CloseReason, Config, ErrorClass, Event, SubmitError};
 use qmp_qapi::qmp::{event, AddFd, Closefd, Getfd, QueryFdsets, QueryStatus, QueryVersion};
-use qmp_testkit::{Emulator, Endpoint, FaultPeer, Qemu, QemuOptions, Step, GREETING};
+use qmp_testkit::{
+    unclosed_cases, Emulator, Endpoint, FaultPeer, Qemu, QemuOptions, Step, GREETING,
+};
 use serde_json::{json, Value};
 use std::future::Future;
 use std::os::fd::AsFd;
@@ -67,7 +69,8 @@ macro_rules! scenarios {
             sigkill_mid_command, tcp_transport, stdio_transport, accept_mode, connect_timeout,
             call_timeout_discards_late_reply, pipelined_commands_are_in_flight_together,
             concurrent_calls_from_50_tasks, dropped_futures_never_desync, slow_subscriber_is_told,
-            event_flood_never_stalls, exec_oob, double_greeting_and_ungreeted_close);
+            event_flood_never_stalls, exec_oob, double_greeting_and_ungreeted_close,
+            unclosed_message_before_each_reply);
     };
     (@each $rt:expr; $($name:ident),* $(,)?) => {
         #[test]
@@ -905,4 +908,39 @@ pub async fn double_greeting_and_ungreeted_close<R: TestRuntime>(rt: R) {
     let peer = FaultPeer::start(vec![Step::Close]);
     let r = step(rt, "connect", plain::<R>().connect_unix(peer.path())).await;
     assert!(matches!(&r, Err(e) if e.is_disconnected()), "{r:?}");
+}
+
+/// A message that never closes (100,000 deep, 5,000 deep in objects, in a string, over the size
+/// limit), put into a real QEMU's output by a proxy before each of 8 replies, compact and pretty:
+/// every reply arrives well within a 2 s call timeout, and each broken message is reported once.
+/// Before the line rule, the first one swallowed every later reply.
+pub async fn unclosed_message_before_each_reply<R: TestRuntime>(rt: R) {
+    const LIMIT: usize = 64 << 10;
+    let cases = unclosed_cases(LIMIT, "query-version", "unclosed_message_before_each_reply");
+    let mut ran = 0;
+    for case in cases {
+        ran += 1;
+        let mut config = Config::default();
+        config.limits.max_message_size = LIMIT;
+        let builder = plain::<R>().config(config).timeout(Duration::from_secs(2));
+        let client = step(rt, "connect", builder.connect_unix(case.proxy.path()))
+            .await
+            .unwrap();
+        for _ in 0..8 {
+            let v = client.run(&QueryVersion).await.unwrap();
+            assert_eq!(v.qemu.major, 10);
+        }
+        assert_eq!(case.proxy.injected(), 8);
+        let warnings = client.take_warnings();
+        assert!(
+            warnings.len() == 8 && warnings.iter().all(|w| case.expected.is_reported_by(w)),
+            "{case:?}: {warnings:?}"
+        );
+        assert_eq!(client.stats().session.decode_errors, 8);
+        assert_eq!(client.stats().session.unmatched_replies, 0);
+        assert_idle(&client);
+    }
+    // 4 events, compact and pretty (none when the daemon is missing, after a SKIPPED notice).
+    let installed = qmp_testkit::find_binary("qemu-storage-daemon").is_some();
+    assert!(ran == 8 || !installed, "{ran} cases");
 }

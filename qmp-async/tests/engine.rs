@@ -132,6 +132,8 @@ thread_local! {
     static SPAWNED: RefCell<Vec<BoxFuture<'static, ()>>> = const { RefCell::new(Vec::new()) };
     /// How many timers `Manual::sleep` made on this thread.
     static TIMERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The longest timer `Manual::sleep` was asked for on this thread.
+    static LONGEST: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
 }
 
 /// A runtime the test drives by hand: spawning keeps the future for the test to poll, and no
@@ -143,8 +145,9 @@ impl Runtime for Manual {
         SPAWNED.with(|s| s.borrow_mut().push(future));
     }
 
-    fn sleep(_: Duration) -> BoxFuture<'static, ()> {
+    fn sleep(duration: Duration) -> BoxFuture<'static, ()> {
         TIMERS.with(|t| t.set(t.get() + 1));
+        LONGEST.with(|l| l.set(l.get().max(duration)));
         Box::pin(futures::future::pending())
     }
 
@@ -432,4 +435,29 @@ fn a_dropped_driver_fails_pending_and_later_calls() {
         "streams end"
     );
     assert_eq!((client.pending(), client.waiting()), (0, 0));
+}
+
+#[test]
+fn calls_with_default_options_time_out_after_30_seconds() {
+    // A QEMU that never answers: with default options the call still ends, with a timeout.
+    let (client, mut driver, _peer) = connected();
+    assert_eq!(client.default_timeout(), Some(Duration::from_secs(30)));
+    TIMERS.with(|t| t.set(0));
+    LONGEST.with(|l| l.set(Duration::ZERO));
+    let mut call = client.execute("query-version", ());
+    assert!(poll(&mut call).is_pending());
+    assert!(poll(&mut driver).is_pending());
+    let longest = LONGEST.with(|l| l.get());
+    assert!(
+        longest > Duration::from_secs(29) && longest <= Duration::from_secs(30),
+        "{longest:?}"
+    );
+    // Without a limit, asked for: no timer of its own, the call waits.
+    drop(call);
+    let relaxed = client.with_timeout(None);
+    let mut patient = relaxed.execute("query-version", ());
+    let timers = TIMERS.with(|t| t.get());
+    assert!(poll(&mut patient).is_pending());
+    assert!(poll(&mut driver).is_pending());
+    assert_eq!(TIMERS.with(|t| t.get()), timers);
 }

@@ -104,7 +104,9 @@ Exit status: 0 success, 1 QMP error, 2 usage error, 3 connection or protocol err
     #[command(after_help = "\
 Without --count and --timeout, runs until interrupted or until QEMU closes the connection.
 With --timeout alone, prints what arrives for SECS seconds and exits 0. With --count and
---timeout, exits 3 if fewer than N events arrived in time.")]
+--timeout, exits 3 if fewer than N events arrived in time.
+Every matching event is printed, in order, however slowly the output is read; if more than
+65,536 wait to be printed, qmp stops (exit 3) rather than print past a gap.")]
     Events {
         /// Only events with this name (repeatable; case-insensitive).
         #[arg(long = "name", value_name = "NAME")]

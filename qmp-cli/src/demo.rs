@@ -3,7 +3,7 @@
 
 use crate::monitor::Recv;
 use crate::output::Style;
-use crate::transport::{self, install_hint, Target};
+use crate::transport::{self, install_hint, Events, Target};
 use crate::Failure;
 use serde_json::{json, Map, Value};
 use std::io::Read;
@@ -117,7 +117,7 @@ pub(crate) fn run(timeout: Duration) -> Result<u8, Failure> {
         }
         thread::sleep(Duration::from_millis(5));
     }
-    let conn = transport::connect(&Target::Unix(socket.clone()), timeout, crate::EVENT_QUEUE)?;
+    let conn = transport::connect(&Target::Unix(socket.clone()), timeout, Events::Queued)?;
     let g = conn.client().greeting();
     outln!(
         "  Connected. QEMU greets with its version {} and capabilities [{}];",

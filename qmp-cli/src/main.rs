@@ -19,6 +19,7 @@ macro_rules! out {
 mod args;
 mod cli;
 mod demo;
+mod events;
 mod monitor;
 mod output;
 mod schema;
@@ -28,13 +29,13 @@ mod transport;
 
 use clap::Parser;
 use cli::{Cli, Command};
-use monitor::{Monitor, Recv};
+use monitor::Monitor;
 use output::Style;
 use qmp_blocking::QmpError;
 use std::fmt;
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why `qmp` stops with a non-zero exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,14 +140,15 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             timeout: limit,
         } => {
             let limit = limit.map(|s| secs(s, "events --timeout")).transpose()?;
-            let conn = connect(&cli.connect, timeout)?;
+            let target = transport::Target::from_args(&cli.connect)?;
+            let conn = transport::connect(&target, timeout, transport::Events::Handled)?;
             // JSON lines: one event per line unless --pretty asks otherwise.
             let style = if cli.pretty {
                 Style::Pretty
             } else {
                 Style::Compact
             };
-            events(&conn, &names, count, limit, style)?;
+            events::run(&conn, &names, count, limit, style)?;
         }
         Command::Hmp { command_line } => {
             let conn = connect(&cli.connect, timeout)?;
@@ -182,54 +184,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// Connects where the options say, keeping the default number of unread events (1024; more are
-/// dropped, oldest first, and reported).
+/// Connects where the options say; events are queued (the latest 1024 unread are kept).
 fn connect(args: &cli::ConnectArgs, timeout: Duration) -> Result<Monitor, Failure> {
     let target = transport::Target::from_args(args)?;
-    transport::connect(&target, timeout, EVENT_QUEUE)
-}
-
-/// How many unread events are kept.
-pub(crate) const EVENT_QUEUE: usize = 1024;
-
-/// `qmp events`: prints matching events until `count` arrived, `limit` elapsed, or QEMU left.
-fn events(
-    conn: &Monitor,
-    names: &[String],
-    count: Option<u64>,
-    limit: Option<Duration>,
-    style: Style,
-) -> Result<(), Failure> {
-    let deadline = limit.map(|l| Instant::now() + l);
-    let mut seen = 0u64;
-    while count.is_none_or(|c| seen < c) {
-        let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        match conn.next_event(wait) {
-            Recv::Event(e) => {
-                if names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case(&e.name)) {
-                    seen += 1;
-                    // One line per event, flushed at once so that pipes see it as it arrives.
-                    outln!("{}", output::event_text(style, &e));
-                }
-            }
-            Recv::TimedOut => {
-                return match count {
-                    Some(c) => Err(Failure::connection(format!(
-                        "timed out: {seen} of {c} events arrived within {:?}",
-                        limit.unwrap_or_default()
-                    ))),
-                    None => Ok(()),
-                }
-            }
-            Recv::Closed => {
-                return match count {
-                    Some(c) => Err(Failure::connection(format!(
-                        "QEMU closed the connection after {seen} of {c} events"
-                    ))),
-                    None => Ok(()),
-                }
-            }
-        }
-    }
-    Ok(())
+    transport::connect(&target, timeout, transport::Events::Queued)
 }

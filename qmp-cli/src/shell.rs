@@ -6,7 +6,7 @@
 use crate::monitor::{Monitor, Recv};
 use crate::output::{self, Style};
 use crate::schema::Schema;
-use crate::transport::{self, Target};
+use crate::transport::{self, Events, Target};
 use crate::{args, Failure};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -446,8 +446,12 @@ impl Shell<'_> {
 pub(crate) fn run(target: &Target, timeout: Duration, style: Style) -> Result<u8, Failure> {
     let terminal = std::io::stdin().is_terminal();
     // A script prints events from a handler as they arrive; nothing is left to queue.
-    let queue = if terminal { crate::EVENT_QUEUE } else { 0 };
-    let conn = transport::connect(target, timeout, queue)?;
+    let events = if terminal {
+        Events::Queued
+    } else {
+        Events::Handled
+    };
+    let conn = transport::connect(target, timeout, events)?;
     let schema = match conn.schema() {
         Ok(s) => Some(Arc::new(s)),
         Err(f) if f.code == 1 => {
@@ -478,8 +482,25 @@ fn script(mut shell: Shell<'_>) -> Result<u8, Failure> {
     });
     let mut code = 0;
     let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let line = line.map_err(|e| Failure::connection(format!("reading stdin: {e}")))?;
+    for (n, line) in stdin.lock().split(b'\n').enumerate() {
+        // A line that cannot be read is a usage error (exit status 2), like a line that does not
+        // parse: a bad line is skipped, a stdin that fails ends the script.
+        let mut line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                eprintln!("error: reading stdin: {e}");
+                code = code.max(2);
+                break;
+            }
+        };
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let Ok(line) = String::from_utf8(line) else {
+            eprintln!("error: line {} is not UTF-8; skipped", n + 1);
+            code = code.max(2);
+            continue;
+        };
         match shell.run_line(&line)? {
             Outcome::Done => {}
             Outcome::Failed => code = code.max(1),

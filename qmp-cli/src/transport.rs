@@ -83,17 +83,29 @@ pub(crate) fn with_stdio_monitor(mut words: Vec<String>) -> Vec<String> {
     words
 }
 
+/// How a subcommand takes QEMU's events from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Events {
+    /// From the client's queue, which keeps the latest 1024 unread (the oldest are dropped and
+    /// reported): for commands that look at events now and then.
+    Queued,
+    /// Only through a handler (no queue), with room for 65,536 handler runs waiting: for commands
+    /// that must see every event, in order, even while their output is slow.
+    Handled,
+}
+
 /// Connects to `target` and negotiates capabilities; `timeout` bounds that and, later, each
-/// reply. `event_queue`: how many unread events are kept (0 when a handler prints them).
+/// reply.
 pub(crate) fn connect(
     target: &Target,
     timeout: Duration,
-    event_queue: usize,
+    events: Events,
 ) -> Result<Monitor, Failure> {
-    let builder = Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .event_queue_capacity(event_queue);
+    let builder = Client::builder().timeout(timeout).connect_timeout(timeout);
+    let builder = match events {
+        Events::Queued => builder.event_queue_capacity(1024),
+        Events::Handled => builder.event_queue_capacity(0).handler_backlog(1 << 16),
+    };
     let what = target.describe();
     let failed = |e: Error| handshake_error(target, &what, timeout, e);
     let client = match target {
@@ -315,7 +327,7 @@ mod tests {
         let err = match connect(
             &Target::Unix("/nonexistent/qmp.sock".into()),
             Duration::from_secs(1),
-            0,
+            Events::Handled,
         ) {
             Err(e) => e,
             Ok(_) => panic!("connected to nothing"),

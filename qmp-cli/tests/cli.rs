@@ -39,19 +39,22 @@ fn command(args: &[&str]) -> Command {
 }
 
 /// Waits for `child` (killing it after `LIMIT`), feeding it `input` on stdin.
-fn finish(mut child: Child, input: Option<&str>) -> Run {
-    if let Some(text) = input {
+fn finish(mut child: Child, input: Option<&[u8]>) -> Run {
+    if let Some(bytes) = input {
         let mut stdin = child.stdin.take().expect("stdin piped");
-        let text = text.to_owned();
+        let bytes = bytes.to_owned();
         thread::spawn(move || {
-            let _ = stdin.write_all(text.as_bytes());
+            let _ = stdin.write_all(&bytes);
         });
     }
-    let mut out = child.stdout.take().expect("stdout piped");
+    // Without stdout: the caller took it to read it its own way.
+    let out = child.stdout.take();
     let mut err = child.stderr.take().expect("stderr piped");
     let out = thread::spawn(move || {
         let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
+        if let Some(mut out) = out {
+            let _ = out.read_to_string(&mut s);
+        }
         s
     });
     let err = thread::spawn(move || {
@@ -82,12 +85,12 @@ fn qmp(args: &[&str]) -> Run {
     finish(command(args).spawn().expect("spawn qmp"), None)
 }
 
-fn qmp_stdin(args: &[&str], input: &str) -> Run {
+fn qmp_stdin(args: &[&str], input: impl AsRef<[u8]>) -> Run {
     let child = command(args)
         .stdin(Stdio::piped())
         .spawn()
         .expect("spawn qmp");
-    finish(child, Some(input))
+    finish(child, Some(input.as_ref()))
 }
 
 fn s(p: &Path) -> &str {
@@ -575,6 +578,145 @@ fn events_from_a_block_job() {
     assert_eq!(e["data"]["type"], "backup");
 }
 
+/// The STOP events of a storm: `pairs` times `stop` then `cont` written to `socket` as fast as QEMU
+/// reads them (commands without ids, all in one go, as QEMU reads them one by one), each answered
+/// with a STOP or RESUME event and a reply. Returns the timestamps of the STOP events, in order,
+/// and how many events there were in all.
+fn stop_cont_storm(socket: &Path, pairs: usize) -> (Vec<(i64, i64)>, usize) {
+    use qmp_blocking::qmp_proto::{Decoder, Limits, ServerMessage};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut commands = b"{\"execute\":\"qmp_capabilities\"}".to_vec();
+    for _ in 0..pairs {
+        commands.extend_from_slice(b"{\"execute\":\"stop\"}{\"execute\":\"cont\"}");
+    }
+    let write = thread::spawn(move || writer.write_all(&commands).expect("write the storm"));
+    let mut decoder = Decoder::new(&Limits::default());
+    let (mut stops, mut events, mut replies) = (Vec::new(), 0, 0);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut out = Vec::new();
+    while replies < 2 * pairs + 1 {
+        let n = stream.read(&mut buf).expect("read the storm");
+        assert!(n > 0, "QEMU closed the storm's monitor");
+        decoder.feed(&buf[..n], &mut out);
+        for m in out.drain(..) {
+            match m.expect("QEMU's output decodes") {
+                ServerMessage::Event(e) => {
+                    events += 1;
+                    if e.name == "STOP" {
+                        let t = e.timestamp.expect("a timestamp");
+                        stops.push((t.seconds, t.microseconds));
+                    }
+                }
+                ServerMessage::Reply(_) => replies += 1,
+                ServerMessage::Greeting(_) => {}
+            }
+        }
+    }
+    write.join().expect("writer thread");
+    (stops, events)
+}
+
+#[test]
+fn events_count_prints_the_first_events_of_a_storm_in_order_to_a_stalled_reader() {
+    const COUNT: usize = 1000;
+    let dir = TempDir::new().unwrap();
+    let second = dir.path().join("events.sock");
+    let Some(q) = with_second_monitor(Emulator::System, "events_in_a_storm", &second) else {
+        return;
+    };
+    let count = COUNT.to_string();
+    let mut child = command(&[
+        "-s",
+        s(&second),
+        "events",
+        "--name",
+        "STOP",
+        "--count",
+        &count,
+        "--timeout",
+        "60",
+    ])
+    .spawn()
+    .expect("spawn qmp events");
+    let pid = child.id();
+    // A reader that stalls for 1.5 s after the first line, while the storm goes on: the pipe
+    // fills (about 880 lines) and qmp's writes block. Before the fix its event queue then
+    // overflowed, the oldest events were dropped, and it printed 1,000 events with a gap after
+    // the 881st ("2108 events dropped").
+    let stdout = child.stdout.take().unwrap();
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let reader = thread::spawn(move || {
+        let (mut lines, mut peak_kb) = (Vec::new(), 0u64);
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            lines.push(line.unwrap());
+            peak_kb = peak_kb.max(vm_hwm_kb(pid));
+            if lines.len() == 1 {
+                let _ = first_tx.send(());
+                thread::sleep(Duration::from_millis(1500));
+            }
+        }
+        (lines, peak_kb)
+    });
+    // Until qmp has printed an event (so it is connected, and the first event it printed is the
+    // first after its connection), one stop/cont at a time; then the storm.
+    let deadline = Instant::now() + LIMIT;
+    while first_rx.try_recv().is_err() {
+        assert!(Instant::now() < deadline, "qmp events printed nothing");
+        for c in [&["stop"][..], &["cont"]] {
+            let mut a = vec!["-s", s(q.socket()), "exec"];
+            a.extend_from_slice(c);
+            assert_eq!(qmp(&a).code, 0);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (stops, events) = stop_cont_storm(q.socket(), 50_000);
+    let r = finish(child, None);
+    let (lines, peak_kb) = reader.join().unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.is_empty(), "no warning, nothing dropped: {r:?}");
+    assert!(events >= 100_000, "{events} events");
+    let printed: Vec<(i64, i64)> = lines
+        .iter()
+        .map(|l| {
+            let e: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(e["event"], "STOP", "{l}");
+            let t = &e["timestamp"];
+            (
+                t["seconds"].as_i64().unwrap(),
+                t["microseconds"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(printed.len(), COUNT);
+    // The storm's monitor saw every STOP the printer's did, from the storm's start on: the printed
+    // events are consecutive STOPs, from the first qmp saw, none missing, none reordered.
+    let storm_start = stops[0];
+    let before: Vec<&(i64, i64)> = printed.iter().take_while(|t| **t < storm_start).collect();
+    assert!(before.len() < COUNT, "the storm reached qmp events");
+    let storm_part = &printed[before.len()..];
+    assert_eq!(
+        storm_part,
+        &stops[..storm_part.len()],
+        "a gap or a reordering"
+    );
+    // Bounded memory: the printer kept at most the events it was asked for.
+    assert!(peak_kb < 64 << 10, "qmp events peaked at {peak_kb} KiB");
+}
+
+/// Peak resident memory of process `pid` in KiB (0 once it has exited).
+fn vm_hwm_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 #[test]
 fn shell_reads_commands_from_stdin() {
     let Some(q) = qsd("shell_reads_commands_from_stdin") else {
@@ -627,6 +769,15 @@ fn shell_exit_status_reports_failed_lines() {
         "x a=1 a.b=2\nquery-version\n",
     );
     assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(r.stdout.lines().count(), 1, "{r:?}");
+    // A line that is not UTF-8 cannot be read: exit status 2 (a usage error, as --help says),
+    // and the lines after it still run.
+    let r = qmp_stdin(
+        &["-s", s(q.socket()), "shell"],
+        b"query-\xff\xfeversion\r\nquery-version\r\n",
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("line 1 is not UTF-8"), "{r:?}");
     assert_eq!(r.stdout.lines().count(), 1, "{r:?}");
     // quit ends the shell; QEMU exits.
     let r = qmp_stdin(&["-s", s(q.socket()), "shell"], "quit\nquery-version\n");

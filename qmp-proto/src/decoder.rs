@@ -14,21 +14,43 @@ use std::fmt;
 ///
 /// Where the bytes had a top-level `id`, [`DecodeError::id`] returns it, so that the command it
 /// belongs to can be failed instead of waiting forever.
+///
+/// A message over a limit is reported when the limit is crossed, not when the message ends (which
+/// may be never, when a broken message does not close): as [`DecodeError::TooLarge`] or
+/// [`DecodeError::TooDeep`], with its `id` when that came before the limit. When its `id` comes
+/// later (QEMU writes `id` last in successful replies), [`DecodeError::LateId`] reports it where
+/// the skip ends. The rules for where a skip or a broken message ends are in the module docs of
+/// `framing` and in docs/PROTOCOL.md ("Resynchronisation").
 #[derive(Debug, Clone, PartialEq)]
 pub enum DecodeError {
-    /// A message longer than [`Limits::max_message_size`]; it was skipped without being buffered.
+    /// A message longer than [`Limits::max_message_size`]; it is skipped without being buffered.
     TooLarge {
-        /// The message's length in bytes.
+        /// Bytes of the message read when this was reported: `limit + 1` when reported as the
+        /// limit was crossed; the whole message inside a [`DecodeError::LateId`].
         len: usize,
         /// The limit in force.
         limit: usize,
         /// Its top-level `id`, if found.
         id: Option<Value>,
     },
-    /// A message nesting deeper than [`Limits::max_depth`]; it was skipped.
+    /// A message nesting deeper than [`Limits::max_depth`]; it is skipped.
     TooDeep {
         /// The limit in force.
         limit: usize,
+        /// Its top-level `id`, if found.
+        id: Option<Value>,
+    },
+    /// The end of a message reported as [`DecodeError::TooLarge`] or [`DecodeError::TooDeep`]
+    /// without an `id`: its top-level `id` came after the point where the limit was crossed, and
+    /// was found in the bytes skipped after that report. Holds the report again with the `id` (and,
+    /// for `TooLarge`, the whole length) filled in, so that the command the `id` belongs to can
+    /// fail with it. The message was counted once, when it was first reported.
+    LateId(Box<DecodeError>),
+    /// A message that was still open when a new message began: a `{` at the start of a line, which
+    /// in QEMU's output only ever starts a message. Its bytes were dropped.
+    Unterminated {
+        /// How many bytes of the message had arrived.
+        len: usize,
         /// Its top-level `id`, if found.
         id: Option<Value>,
     },
@@ -66,9 +88,11 @@ impl DecodeError {
         match self {
             DecodeError::TooLarge { id, .. }
             | DecodeError::TooDeep { id, .. }
+            | DecodeError::Unterminated { id, .. }
             | DecodeError::Malformed { id, .. }
             | DecodeError::NotQmp { id, .. }
             | DecodeError::Truncated { id, .. } => id.as_ref(),
+            DecodeError::LateId(report) => report.id(),
             DecodeError::Garbage { .. } => None,
         }
     }
@@ -77,15 +101,23 @@ impl DecodeError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DecodeError::TooLarge { len, limit, .. } => {
+            DecodeError::TooLarge { len, limit, .. } if *len > limit.saturating_add(1) => {
                 write!(
                     f,
                     "message of {len} bytes exceeds the limit of {limit} bytes; skipped"
                 )
             }
+            DecodeError::TooLarge { limit, .. } => {
+                write!(f, "message exceeds the limit of {limit} bytes; skipped")
+            }
             DecodeError::TooDeep { limit, .. } => {
                 write!(f, "message nests deeper than the limit of {limit}; skipped")
             }
+            DecodeError::LateId(report) => write!(f, "{report} (its id came after the limit)"),
+            DecodeError::Unterminated { len, .. } => write!(
+                f,
+                "message cut off after {len} bytes: a new message began before it closed"
+            ),
             DecodeError::Malformed { error, .. } => write!(f, "message is not valid JSON: {error}"),
             DecodeError::NotQmp { reason, .. } => write!(f, "not a QMP message: {reason}"),
             DecodeError::Garbage { len } => {
@@ -179,25 +211,26 @@ fn decode_frame(
     max_size: usize,
     max_depth: usize,
 ) -> Result<ServerMessage, DecodeError> {
-    match frame {
-        Frame::Message(bytes) => decode_message(bytes, max_depth),
-        Frame::Skipped {
-            reason: SkipReason::TooLarge,
-            len,
-            id,
-        } => Err(DecodeError::TooLarge {
+    let over_limit = |reason, len, id| match reason {
+        SkipReason::TooLarge => DecodeError::TooLarge {
             len,
             limit: max_size,
             id,
-        }),
-        Frame::Skipped {
-            reason: SkipReason::TooDeep,
-            id,
-            ..
-        } => Err(DecodeError::TooDeep {
+        },
+        SkipReason::TooDeep => DecodeError::TooDeep {
             limit: max_depth,
             id,
-        }),
+        },
+    };
+    match frame {
+        Frame::Message(bytes) => decode_message(bytes, max_depth),
+        Frame::Skipped { reason, len, id } => Err(over_limit(reason, len, id)),
+        Frame::LateId { reason, len, id } => Err(DecodeError::LateId(Box::new(over_limit(
+            reason,
+            len,
+            Some(id),
+        )))),
+        Frame::Unterminated { len, id } => Err(DecodeError::Unterminated { len, id }),
         Frame::Garbage { len } => Err(DecodeError::Garbage { len }),
         Frame::Truncated { len, id } => Err(DecodeError::Truncated { len, id }),
     }
@@ -251,15 +284,43 @@ mod tests {
             "y".repeat(40)
         );
         let out = decode_all(&limits, input.as_bytes());
-        assert!(
-            matches!(&out[0], Err(DecodeError::TooLarge { limit: 32, id: Some(i), .. }) if i == 1)
+        // The first reply's id comes after the limit: reported at the limit, then with the id.
+        assert_eq!(
+            out[0],
+            Err(DecodeError::TooLarge {
+                len: 33,
+                limit: 32,
+                id: None
+            })
         );
-        assert!(matches!(&out[1], Err(DecodeError::TooDeep { limit: 3, id: Some(i) }) if i == 2));
-        assert!(matches!(&out[2], Ok(ServerMessage::Reply(r)) if r.id == Some(json!(3))));
-        assert_eq!(out.len(), 3);
-        for e in &out[..2] {
-            assert!(e.as_ref().unwrap_err().to_string().contains("limit"));
-        }
+        assert_eq!(
+            out[1],
+            Err(DecodeError::LateId(Box::new(DecodeError::TooLarge {
+                len: 63,
+                limit: 32,
+                id: Some(json!(1))
+            })))
+        );
+        assert_eq!(out[1].as_ref().unwrap_err().id(), Some(&json!(1)));
+        assert_eq!(out[2], Err(DecodeError::TooDeep { limit: 3, id: None }));
+        assert!(
+            matches!(&out[3], Err(DecodeError::LateId(r)) if **r == DecodeError::TooDeep { limit: 3, id: Some(json!(2)) })
+        );
+        assert!(matches!(&out[4], Ok(ServerMessage::Reply(r)) if r.id == Some(json!(3))));
+        assert_eq!(out.len(), 5);
+        let text: Vec<String> = out[..4]
+            .iter()
+            .map(|e| e.as_ref().unwrap_err().to_string())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "message exceeds the limit of 32 bytes; skipped",
+                "message of 63 bytes exceeds the limit of 32 bytes; skipped (its id came after the limit)",
+                "message nests deeper than the limit of 3; skipped",
+                "message nests deeper than the limit of 3; skipped (its id came after the limit)",
+            ]
+        );
     }
 
     #[test]

@@ -61,16 +61,37 @@ impl Skipper {
     /// inside `bytes`, or `None` when it goes on.
     pub(crate) fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
         for (i, &b) in bytes.iter().enumerate() {
-            self.len += 1;
-            if self.step(b) {
+            if self.push(b) {
                 return Some(i + 1);
             }
         }
         None
     }
 
+    /// Scans one byte; true when it closed the top-level object.
+    pub(crate) fn push(&mut self, b: u8) -> bool {
+        self.len += 1;
+        self.step(b)
+    }
+
+    /// The top-level `id` found so far.
+    pub(crate) fn id(&self) -> Option<&Value> {
+        self.id.as_ref()
+    }
+
     /// The recovered top-level `id`, once the message has ended (or whatever was found so far).
     pub(crate) fn into_id(self) -> Option<Value> {
+        self.id
+    }
+
+    /// The recovered top-level `id` of a message cut off at the end of a line (see `framing`):
+    /// like [`Skipper::into_id`], but an `id` value still being read counts when it is complete,
+    /// that is when it parses and a line end follows it (`{"id": 12\r\n` gives 12; at end of
+    /// stream `{"id": 12` could be the start of 123, so [`Skipper::into_id`] leaves it out).
+    pub(crate) fn into_id_at_line_end(mut self) -> Option<Value> {
+        if self.capture.last() == Some(&b'\n') {
+            self.end_capture();
+        }
         self.id
     }
 

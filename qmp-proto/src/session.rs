@@ -12,10 +12,13 @@
 //! Every submitted command ends exactly once, as an [`Output::Reply`] with its [`CommandId`], unless
 //! the caller [abandoned](Session::abandon) it first:
 //! - QEMU's reply, matched by id: `Ok(return)` or [`CommandError::Qmp`].
-//! - A reply that could not be decoded (too large, too deep, not JSON, not QMP) fails the command
-//!   whose top-level `id` the decoder recovered while skipping it: [`CommandError::Undecodable`].
-//!   The decoder finds the top-level `id` wherever it stands in the message (QEMU writes it first in
-//!   errors, last in returns), so this works for any reply QEMU sends.
+//! - A reply that could not be decoded (too large, too deep, cut off, not JSON, not QMP) fails the
+//!   command whose top-level `id` the decoder recovered while skipping it:
+//!   [`CommandError::Undecodable`]. The decoder finds the top-level `id` wherever it stands in the
+//!   message (QEMU writes it first in errors, last in returns), so this works for any reply QEMU
+//!   sends. A reply over a limit is reported the moment the limit is crossed: its command fails then
+//!   when the `id` came before that point; otherwise a [`Warning::Decode`] says so at once, and the
+//!   command fails when its `id` is found further on ([`DecodeError::LateId`]).
 //! - `exec-oob` queued before negotiation when `oob` turns out not to be available:
 //!   [`CommandError::OobNotNegotiated`].
 //! - When the session closes (EOF, a failed read or write, failed negotiation, [`Session::close`])
@@ -907,7 +910,14 @@ impl Session {
     }
 
     fn on_decode_error(&mut self, error: DecodeError) {
-        self.stats.decode_errors += 1;
+        // A late id belongs to a message already counted and reported when it crossed a limit.
+        let (error, reported) = match error {
+            DecodeError::LateId(report) => (*report, true),
+            e => (e, false),
+        };
+        if !reported {
+            self.stats.decode_errors += 1;
+        }
         let owner = match &error {
             // At end of stream every command fails as disconnected; report the fragment.
             DecodeError::Truncated { len, .. } => {
@@ -924,6 +934,7 @@ impl Session {
             Some(n) if self.is_in_flight(n) => {
                 self.complete(n, Err(CommandError::Undecodable(error)));
             }
+            _ if reported => {}
             _ => self.warn(Warning::Decode(error)),
         }
     }

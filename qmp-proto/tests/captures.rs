@@ -1,17 +1,20 @@
 //! Real QEMU 10.0.2 output (tests/captures, see its README.md) through the decoder and the session.
 //!
-//! The decoder must read every capture the same whole or in 1-, 7- and 4096-byte pieces. The
-//! session replays each capture as the capturing client did: same commands, same order, one at a
-//! time, and must write exactly the bytes that client wrote (ids `cap0`, `cap1`, ...) and match
-//! every reply. As an independent check, each message is also cut out with a small brace counter
-//! and parsed with serde_json, and the session's values must equal serde_json's.
+//! The decoder must read every capture the same whole or in pieces of every size from 1 to 16
+//! bytes, 64 and 4096. The session replays each capture as the capturing client did: same
+//! commands, same order, one at a time, and must write exactly the bytes that client wrote (ids
+//! `cap0`, `cap1`, ...) and match every reply; replayed again with a message that never closes
+//! injected before every reply, it must still match every reply. As an independent check, each
+//! message is also cut out with a small brace counter and parsed with serde_json, and the
+//! session's values must equal serde_json's. The framer's line rule (a `{` at the start of a line
+//! starts a message, a `}` there ends one) is checked against every line of every capture.
 
 // Helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
 use qmp_proto::{
     CloseReason, CommandError, Config, DecodeError, Decoder, ErrorClass, Limits, Output,
-    ServerMessage, Session,
+    ServerMessage, Session, Warning,
 };
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -134,12 +137,60 @@ fn captures_decode_the_same_however_chunked() {
             "{name}"
         );
         assert_eq!(whole.len(), oracle(&cap.server).len(), "{name}");
-        for chunk in [1, 7, 4096] {
+        // Every size up to 16 puts a chunk boundary at every byte position (size 1), between
+        // every line feed and the byte after it, and at every alignment of the framer's 8-byte
+        // words relative to a boundary.
+        for chunk in (1..=16).chain([64, 4096]) {
             assert!(
                 decode(&cap.server, chunk) == whole,
                 "{name} in {chunk}-byte pieces"
             );
         }
+    }
+}
+
+/// Starts of the top-level objects in `bytes` (the same independent brace counter).
+fn message_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = vec![0];
+    starts.extend(message_ends(bytes).iter().map(|&end| {
+        end + bytes[end..]
+            .iter()
+            .position(|&b| b == b'{')
+            .unwrap_or(bytes.len() - end)
+    }));
+    starts.pop();
+    starts
+}
+
+#[test]
+fn a_line_starting_with_a_brace_starts_or_ends_a_message_in_every_capture() {
+    for name in NAMES {
+        let server = capture(name).server;
+        assert_eq!(server[0], b'{', "{name}");
+        let starts = message_starts(&server);
+        let lasts: Vec<usize> = message_ends(&server).iter().map(|e| e - 1).collect();
+        assert_eq!(starts.len(), lasts.len());
+        let (mut open, mut close, mut indent) = (Vec::new(), Vec::new(), 0);
+        for (i, w) in server.windows(2).enumerate() {
+            match w {
+                [b'\n', b'{'] => open.push(i + 1),
+                [b'\n', b'}'] => close.push(i + 1),
+                [b'\n', b' '] => indent += 1,
+                [b'\n', other] => panic!("{name}: line {i} starts with {other:#x}"),
+                _ => {}
+            }
+        }
+        // Every message but the first starts a line (the first starts the stream), and nothing
+        // else does; every line inside a message is indented.
+        assert_eq!(open, starts[1..], "{name}");
+        if name.ends_with("pretty") {
+            // A pretty message's last line is its closing brace, and no other line starts with one.
+            assert_eq!(close, lasts, "{name}");
+            assert!(indent > 10_000, "{name}: {indent} indented lines");
+        } else {
+            assert!(close.is_empty() && indent == 0, "{name}");
+        }
+        assert!(server.ends_with(b"}\r\n"), "{name}");
     }
 }
 
@@ -190,8 +241,9 @@ fn outputs(s: &mut Session) -> Vec<Output> {
 
 /// Replays one capture through a session, feeding the server's bytes in `chunk`-byte pieces but
 /// never past the reply the client was waiting for (QEMU could not have answered a command not
-/// yet sent).
-fn replay(cap: &Capture, chunk: usize) {
+/// yet sent). Unless `inject` is empty, it is fed after each command is sent, before anything
+/// QEMU wrote in answer, and must cost that answer nothing: it is reported once, as a warning.
+fn replay(cap: &Capture, chunk: usize, inject: &[u8]) {
     let name = cap.name;
     let compact = name.ends_with("compact");
     let messages = oracle(&cap.server);
@@ -241,10 +293,22 @@ fn replay(cap: &Capture, chunk: usize) {
         assert_eq!(std::str::from_utf8(&t.bytes).unwrap(), *line, "{name}");
         assert!(s.poll_transmit().is_none());
 
+        for c in inject.chunks(chunk) {
+            s.receive(c);
+        }
         // Everything up to this command's reply: the events before it, then the reply.
         let reply_at = messages.iter().position(|m| m["id"] == *cmd.id).unwrap();
         let expected = feed_through(&mut s, reply_at);
-        let out = outputs(&mut s);
+        let mut out = outputs(&mut s);
+        if !inject.is_empty() {
+            assert!(
+                matches!(out.first(), Some(Output::Warning(Warning::Decode(_)))),
+                "{name} {}: {:?}",
+                cmd.execute,
+                out.first()
+            );
+            out.remove(0);
+        }
         assert_eq!(out.len(), expected.len(), "{name} {}", cmd.execute);
         for (o, m) in out.iter().zip(expected) {
             match o {
@@ -290,7 +354,13 @@ fn replay(cap: &Capture, chunk: usize) {
         [Output::Closed(CloseReason::Quit)],
         "{name}"
     );
-    assert_eq!(s.stats().unmatched_replies + s.stats().decode_errors, 0);
+    let injected = if inject.is_empty() {
+        0
+    } else {
+        cap.client.len() - 1
+    };
+    assert_eq!(s.stats().unmatched_replies, 0, "{name}");
+    assert_eq!(s.stats().decode_errors, injected as u64, "{name}");
 }
 
 #[test]
@@ -298,7 +368,7 @@ fn captures_replay_through_a_session() {
     for name in NAMES {
         let cap = capture(name);
         for chunk in [usize::MAX, 4096, 7] {
-            replay(&cap, chunk);
+            replay(&cap, chunk, b"");
         }
     }
 }
@@ -306,7 +376,35 @@ fn captures_replay_through_a_session() {
 #[test]
 fn captures_replay_one_byte_at_a_time() {
     for name in NAMES {
-        replay(&capture(name), 1);
+        replay(&capture(name), 1, b"");
+    }
+}
+
+/// Messages that never close, as a faulty peer or a corrupted stream could put before a reply:
+/// an event nested 100,000 deep in arrays, one nested past the default depth limit in objects, one
+/// open within the limits, and one open inside a string. Each is followed by QEMU's line end.
+fn unclosed_messages() -> Vec<Vec<u8>> {
+    let event = "{\"event\": \"BROKEN\", \"data\": ";
+    [
+        "[".repeat(100_000),
+        "{\"a\": ".repeat(5000),
+        "[[1, {\"b\": ".to_string(),
+        "\"open string".to_string(),
+    ]
+    .into_iter()
+    .map(|body| format!("{event}{body}").into_bytes())
+    .collect()
+}
+
+#[test]
+fn captures_replay_with_a_message_that_never_closes_before_every_reply() {
+    for name in NAMES {
+        let cap = capture(name);
+        for inject in unclosed_messages() {
+            for chunk in [usize::MAX, 4096, 7] {
+                replay(&cap, chunk, &inject);
+            }
+        }
     }
 }
 

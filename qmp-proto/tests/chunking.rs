@@ -2,8 +2,11 @@
 //! they produce when the stream arrives in one read.
 //!
 //! Streams mix valid messages (greetings, replies, errors, events; compact and pretty-printed),
-//! garbage, non-QMP objects, malformed JSON, oversize and over-deep messages (small limits), and a
-//! truncated tail.
+//! garbage, non-QMP objects, malformed JSON, oversize and over-deep messages (small limits),
+//! messages that never close (deep, shallow, in a string, over the size limit) and a truncated tail.
+//!
+//! A second property: a message that never closes, of any of those shapes, written before a
+//! reply, costs that reply nothing, however the stream is cut.
 
 // Helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
@@ -95,6 +98,26 @@ fn nested(depth: usize) -> Value {
     v
 }
 
+/// The shapes of a message that never closes, each cut off by a line end (`\r\n`, or `\n` as
+/// the guest agent ends lines): nested past the depth limit as arrays or as objects, open but
+/// within the limits, open inside a string, and past the size limit inside a string. `id`, when
+/// given, comes before the point where it breaks.
+fn unclosed(shape: usize, id: Option<&Value>, lf_only: bool) -> Vec<u8> {
+    let head = match id {
+        Some(id) => format!("{{\"id\": {id}, \"event\": \"BROKEN\", \"data\": "),
+        None => "{\"event\": \"BROKEN\", \"data\": ".to_string(),
+    };
+    let body = match shape % 5 {
+        0 => "[".repeat(MAX_DEPTH + 5),
+        1 => "{\"a\": ".repeat(MAX_DEPTH + 5),
+        2 => "[[1, {\"b\": ".to_string(),
+        3 => "\"an open string".to_string(),
+        _ => format!("\"{}", "y".repeat(MAX_SIZE)),
+    };
+    let end = if lf_only { "\n" } else { "\r\n" };
+    format!("{head}{body}{end}").into_bytes()
+}
+
 /// One piece of a stream, already encoded; greetings only with `greetings`.
 fn piece(greetings: bool) -> impl Strategy<Value = Vec<u8>> {
     let message = prop_oneof![
@@ -159,6 +182,8 @@ fn piece(greetings: bool) -> impl Strategy<Value = Vec<u8>> {
             Just(b"123 [1] \"str\" ".to_vec()),
         ],
         1 => proptest::collection::vec(any::<u8>(), 0..16),
+        1 => (0..5usize, id_strategy(), any::<bool>())
+            .prop_map(|(shape, id, lf_only)| unclosed(shape, id.as_ref(), lf_only)),
     ]
 }
 
@@ -282,6 +307,55 @@ proptest! {
         let ones_post: Vec<&[u8]> = post.chunks(1).collect();
         prop_assert_eq!(&run_session(&ones_pre, &ones_post), &whole);
     }
+
+    #[test]
+    fn a_message_that_never_closes_costs_the_next_reply_nothing(
+        shape in 0..5usize,
+        id in prop_oneof![Just(None), Just(Some(json!("x1"))), Just(Some(json!(5))), Just(Some(json!("p7")))],
+        lf_only in any::<bool>(),
+        pretty_reply in any::<bool>(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..24),
+    ) {
+        let mut server = unclosed(shape, id.as_ref(), lf_only);
+        let reply = json!({"return": {"n": 1}, "id": "p1"});
+        server.extend_from_slice(&if pretty_reply { pretty(&reply) } else { compact(&reply) });
+        server.extend_from_slice(b"\r\n");
+        let ones: Vec<&[u8]> = server.chunks(1).collect();
+        for chunking in [vec![&server[..]], chunks(&server, &cuts), ones] {
+            let (cmd, out) = one_reply_after(&chunking);
+            // One report of the broken message (it is owned by no command in flight), then the reply.
+            prop_assert!(matches!(&out[..], [
+                Output::Warning(qmp_proto::Warning::Decode(_)),
+                Output::Reply { id, result: Ok(v) },
+            ] if *id == cmd && *v == json!({"n": 1})), "{:?}", out);
+        }
+    }
+}
+
+/// Negotiates a session, sends one command (wire id `p1`), then feeds `server` in `chunks`; returns
+/// the command and what the session produced after negotiation.
+fn one_reply_after(chunks: &[&[u8]]) -> (qmp_proto::CommandId, Vec<Output>) {
+    let mut s = Session::new(Config {
+        limits: limits(),
+        id_prefix: Some("p".into()),
+        ..Config::default()
+    });
+    s.receive(GREETING);
+    assert!(s.poll_transmit().is_some());
+    s.receive(b"{\"return\": {}, \"id\": \"p0\"}\r\n");
+    let id = s.execute("query-status", &()).unwrap();
+    let t = s.poll_transmit().unwrap();
+    assert_eq!(
+        &t.bytes[..],
+        b"{\"execute\":\"query-status\",\"id\":\"p1\"}\n"
+    );
+    while let Some(o) = s.poll_output() {
+        assert!(matches!(o, Output::Greeting(_) | Output::Ready), "{o:?}");
+    }
+    for c in chunks {
+        s.receive(c);
+    }
+    (id, std::iter::from_fn(|| s.poll_output()).collect())
 }
 
 /// The generators do produce what the properties are about (guards against a vacuous property).
@@ -300,6 +374,8 @@ fn streams_cover_every_kind() {
                 Ok(qmp_proto::ServerMessage::Event(_)) => "event",
                 Err(qmp_proto::DecodeError::TooLarge { .. }) => "too large",
                 Err(qmp_proto::DecodeError::TooDeep { .. }) => "too deep",
+                Err(qmp_proto::DecodeError::LateId(_)) => "late id",
+                Err(qmp_proto::DecodeError::Unterminated { .. }) => "unterminated",
                 Err(qmp_proto::DecodeError::Malformed { .. }) => "malformed",
                 Err(qmp_proto::DecodeError::NotQmp { .. }) => "not qmp",
                 Err(qmp_proto::DecodeError::Garbage { .. }) => "garbage",
@@ -308,5 +384,5 @@ fn streams_cover_every_kind() {
             seen.insert(kind);
         }
     }
-    assert_eq!(seen.len(), 9, "{seen:?}");
+    assert_eq!(seen.len(), 11, "{seen:?}");
 }

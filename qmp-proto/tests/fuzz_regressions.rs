@@ -43,6 +43,10 @@ fn session_outputs(config: &Config, stream: &[u8], chunk: usize) -> Vec<Output> 
 /// message that grows past 64 bytes before it nests past depth 4 was reported as `TooDeep` when fed
 /// whole (the size was only checked at the end of each chunk) and as `TooLarge` when fed byte by
 /// byte. Fixed by checking the size limit at the byte that crosses it.
+///
+/// Since the line rule (a `{` at the start of a line starts a message), the `\n{` in this input
+/// cuts the broken message at 55 bytes, before either limit; the same input with that line feed
+/// turned into a space still crosses the size limit first.
 #[test]
 fn size_limit_crossed_before_depth_limit_is_too_large_however_chunked() {
     let input: &[u8] = b"\x01\x01{\"QMP\": {\"Aesion\": {\"qemu\": {\"mico: {}}, \"\x00\x00\"]}}\r:c1\"}\n{\"return\":{}}\"\"]}}";
@@ -55,6 +59,22 @@ fn size_limit_crossed_before_depth_limit_is_too_large_however_chunked() {
     };
     let out = decode_any_chunking(&limits, stream);
     assert!(
+        matches!(
+            &out[..],
+            [
+                Err(DecodeError::Unterminated { len: 55, id: None }),
+                Ok(ServerMessage::Reply(_)),
+                Err(DecodeError::Garbage { len: 5 })
+            ]
+        ),
+        "{out:?}"
+    );
+    let one_line: Vec<u8> = stream
+        .iter()
+        .map(|&b| if b == b'\n' { b' ' } else { b })
+        .collect();
+    let out = decode_any_chunking(&limits, &one_line);
+    assert!(
         matches!(&out[0], Err(DecodeError::TooLarge { limit: 64, .. })),
         "{out:?}"
     );
@@ -64,7 +84,9 @@ fn size_limit_crossed_before_depth_limit_is_too_large_however_chunked() {
         id_prefix: Some("cap".into()),
         ..Config::default()
     };
-    let whole = session_outputs(&config, stream, stream.len());
-    assert_eq!(session_outputs(&config, stream, 1), whole);
-    assert!(matches!(whole.last(), Some(Output::Closed(_))));
+    for stream in [stream, &one_line[..]] {
+        let whole = session_outputs(&config, stream, stream.len());
+        assert_eq!(session_outputs(&config, stream, 1), whole);
+        assert!(matches!(whole.last(), Some(Output::Closed(_))));
+    }
 }

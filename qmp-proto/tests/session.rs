@@ -159,6 +159,18 @@ fn is_closed(other_end: &mut UnixStream) -> bool {
     matches!(other_end.read(&mut [0u8; 1]), Ok(0))
 }
 
+/// A session with `limits` that completed negotiation (without `oob`); outputs drained.
+fn ready_with(limits: Limits) -> Session {
+    let mut s = Session::new(Config {
+        limits,
+        ..config(false)
+    });
+    s.receive(GREETING_PLAIN);
+    answer_negotiation(&mut s);
+    outputs(&mut s);
+    s
+}
+
 fn reply_of(o: &Output) -> (CommandId, &Result<Value, CommandError>) {
     match o {
         Output::Reply { id, result } => (*id, result),
@@ -673,13 +685,7 @@ fn undecodable_reply_fails_only_its_command() {
         max_depth: 10,
         ..Limits::default()
     };
-    let mut s = Session::new(Config {
-        limits,
-        ..config(false)
-    });
-    s.receive(GREETING_PLAIN);
-    answer_negotiation(&mut s);
-    outputs(&mut s);
+    let mut s = ready_with(limits);
     let ids: Vec<CommandId> = (0..6).map(|_| s.execute("x", &()).unwrap()).collect();
     sent(&mut s);
     let big = format!(
@@ -705,12 +711,29 @@ fn undecodable_reply_fails_only_its_command() {
         s.receive(c);
         assert!(s.buffered() <= 200);
     }
-    let out = outputs(&mut s);
+    let mut out = outputs(&mut s);
+    // The large reply's id comes last: the limit is reported when crossed, without an id, and
+    // its command fails when the id is found at the end of the skip.
+    assert_eq!(
+        out.remove(0),
+        Output::Warning(Warning::Decode(DecodeError::TooLarge {
+            len: 201,
+            limit: 200,
+            id: None
+        }))
+    );
     let err = |i: usize| match reply_of(&out[i]) {
         (id, Err(CommandError::Undecodable(e))) if id == ids[i] => e.clone(),
         other => panic!("{other:?}"),
     };
-    assert!(matches!(err(0), DecodeError::TooLarge { limit: 200, .. }));
+    assert_eq!(
+        err(0),
+        DecodeError::TooLarge {
+            len: big.len() - 2,
+            limit: 200,
+            id: Some(json!("t1"))
+        }
+    );
     assert!(matches!(err(1), DecodeError::TooDeep { limit: 10, .. }));
     assert!(matches!(err(2), DecodeError::Malformed { .. }));
     assert!(matches!(err(3), DecodeError::Malformed { .. }));
@@ -921,16 +944,10 @@ fn without_oob_any_number_of_commands_is_sent() {
 #[test]
 fn fault_size_limit_plus_one_then_a_good_reply() {
     const LIMIT: usize = 1 << 20;
-    let mut s = Session::new(Config {
-        limits: Limits {
-            max_message_size: LIMIT,
-            ..Limits::default()
-        },
-        ..config(false)
+    let mut s = ready_with(Limits {
+        max_message_size: LIMIT,
+        ..Limits::default()
     });
-    s.receive(GREETING_PLAIN);
-    answer_negotiation(&mut s);
-    outputs(&mut s);
     let (a, b, c) = (
         s.execute("big", &()).unwrap(),
         s.execute("at-limit", &()).unwrap(),
@@ -951,7 +968,17 @@ fn fault_size_limit_plus_one_then_a_good_reply() {
         s.receive(c);
         assert!(s.buffered() <= LIMIT);
     }
-    let out = outputs(&mut s);
+    let mut out = outputs(&mut s);
+    // Reported when byte LIMIT + 1 arrives; its command fails when its id (written last, as QEMU
+    // writes returns) has been read.
+    assert_eq!(
+        out.remove(0),
+        Output::Warning(Warning::Decode(DecodeError::TooLarge {
+            len: LIMIT + 1,
+            limit: LIMIT,
+            id: None
+        }))
+    );
     assert_eq!(
         out[0],
         Output::Reply {
@@ -967,6 +994,111 @@ fn fault_size_limit_plus_one_then_a_good_reply() {
         matches!(reply_of(&out[1]), (id, Ok(Value::String(v))) if id == b && v.len() == LIMIT - 26)
     );
     assert_eq!(reply_of(&out[2]), (c, &Ok(json!("ok"))));
+}
+
+#[test]
+fn a_limit_is_reported_at_the_byte_that_crosses_it() {
+    let limits = Limits {
+        max_message_size: 128,
+        max_depth: 8,
+        ..Limits::default()
+    };
+    let mut s = ready_with(limits);
+    let (first, last) = (s.execute("a", &()).unwrap(), s.execute("b", &()).unwrap());
+    sent(&mut s);
+    // Id before the limit: the command fails at byte 129, while the message goes on (maybe
+    // forever: nothing else of it is ever sent here).
+    let head = format!("{{\"id\": \"t1\", \"return\": \"{}", "x".repeat(128));
+    s.receive(&head.as_bytes()[..128]);
+    assert_eq!(outputs(&mut s), []);
+    s.receive(&head.as_bytes()[128..129]);
+    assert_eq!(
+        outputs(&mut s),
+        [Output::Reply {
+            id: first,
+            result: Err(CommandError::Undecodable(DecodeError::TooLarge {
+                len: 129,
+                limit: 128,
+                id: Some(json!("t1"))
+            }))
+        }]
+    );
+    // Id after the limit (QEMU's order for returns): a warning at once, the failure at the id.
+    s.receive(&head.as_bytes()[129..]);
+    s.receive(b"\"}\r\n{\"return\": [[[[[[[[[");
+    assert_eq!(
+        outputs(&mut s),
+        [Output::Warning(Warning::Decode(DecodeError::TooDeep {
+            limit: 8,
+            id: None
+        }))]
+    );
+    s.receive(b"]]]]]]]]], \"id\": \"t2\"}\r\n");
+    assert_eq!(
+        outputs(&mut s),
+        [Output::Reply {
+            id: last,
+            result: Err(CommandError::Undecodable(DecodeError::TooDeep {
+                limit: 8,
+                id: Some(json!("t2"))
+            }))
+        }]
+    );
+    // Counted once each.
+    assert_eq!(s.stats().decode_errors, 2);
+}
+
+#[test]
+fn a_reply_that_never_closes_fails_its_command_and_the_next_reply_is_matched() {
+    let mut s = ready(false, GREETING_PLAIN);
+    let (broken, good) = (s.execute("a", &()).unwrap(), s.execute("b", &()).unwrap());
+    sent(&mut s);
+    // A reply cut off mid-value, then QEMU's next line: it starts a message, so the cut one ends.
+    s.receive(b"{\"id\": \"t1\", \"return\": {\"a\": [[1, \"x\r\n");
+    assert_eq!(outputs(&mut s), []);
+    s.receive(&ret("t2", json!(2)));
+    assert_eq!(
+        outputs(&mut s),
+        [
+            Output::Reply {
+                id: broken,
+                result: Err(CommandError::Undecodable(DecodeError::Unterminated {
+                    len: 38,
+                    id: Some(json!("t1"))
+                }))
+            },
+            Output::Reply {
+                id: good,
+                result: Ok(json!(2))
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_late_id_of_no_command_is_not_reported_twice() {
+    let limits = Limits {
+        max_message_size: 128,
+        ..Limits::default()
+    };
+    let mut s = ready_with(limits);
+    // A stale reply over the limit, id last: one warning, when the limit is crossed.
+    s.receive(
+        format!(
+            "{{\"return\": \"{}\", \"id\": \"old1\"}}\r\n",
+            "x".repeat(200)
+        )
+        .as_bytes(),
+    );
+    assert_eq!(
+        outputs(&mut s),
+        [Output::Warning(Warning::Decode(DecodeError::TooLarge {
+            len: 129,
+            limit: 128,
+            id: None
+        }))]
+    );
+    assert_eq!(s.stats().decode_errors, 1);
 }
 
 #[test]
@@ -992,9 +1124,17 @@ fn fault_replies_nested_206_1024_and_100000_deep() {
         s.receive(c);
     }
     s.receive(&ret("t4", json!({})));
-    let out = outputs(&mut s);
+    let mut out = outputs(&mut s);
     assert!(matches!(reply_of(&out[0]), (id, Ok(Value::Array(_))) if id == ids[0]));
     assert!(matches!(reply_of(&out[1]), (id, Ok(Value::Array(_))) if id == ids[1]));
+    // Reported at the 4097th level, before its id (written last) has been read.
+    assert_eq!(
+        out.remove(2),
+        Output::Warning(Warning::Decode(DecodeError::TooDeep {
+            limit: 4096,
+            id: None
+        }))
+    );
     assert_eq!(
         out[2],
         Output::Reply {

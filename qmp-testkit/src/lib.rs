@@ -1,5 +1,6 @@
 //! Test helpers shared by the qmp-rs crates: real QEMU peers started on sockets in a temp dir and
-//! killed on drop, and a fault-injecting peer for what QEMU will not produce.
+//! killed on drop, a fault-injecting peer for what QEMU will not produce ([`FaultPeer`]), and a
+//! proxy that puts such bytes between a real QEMU's own messages ([`FaultProxy`]).
 //!
 //! Tests that need QEMU call [`require`] first. Without the binary, it fails the test when the `CI`
 //! environment variable is set, and otherwise prints a loud `SKIPPED` line and returns `None`.
@@ -16,6 +17,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -482,6 +484,260 @@ fn run_script(stream: &mut UnixStream, script: Vec<Step>) -> Vec<u8> {
     received
 }
 
+/// How a client should report one of the [`unclosed_events`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unclosed {
+    /// Over the depth limit (`DecodeError::TooDeep`).
+    TooDeep,
+    /// Open within the limits (`DecodeError::Unterminated`).
+    Unterminated,
+    /// Over the size limit (`DecodeError::TooLarge`).
+    TooLarge,
+}
+
+impl Unclosed {
+    /// Whether `warning` is this report.
+    pub fn is_reported_by(self, warning: &qmp_proto::Warning) -> bool {
+        use qmp_proto::DecodeError as D;
+        let qmp_proto::Warning::Decode(e) = warning else {
+            return false;
+        };
+        matches!(
+            (self, e),
+            (Unclosed::TooDeep, D::TooDeep { .. })
+                | (Unclosed::Unterminated, D::Unterminated { .. })
+                | (Unclosed::TooLarge, D::TooLarge { .. })
+        )
+    }
+}
+
+/// Events that never close, each followed by QEMU's line end (`\r\n`), for injecting before a
+/// reply with a [`FaultProxy`]: nested 100,000 deep in arrays (the case that once stalled every
+/// client), nested 5,000 deep in objects (past the default depth limit of 4096), open inside a
+/// string, and open inside a string longer than `size_limit` (the client's size limit), with
+/// how each must be reported.
+pub fn unclosed_events(size_limit: usize) -> Vec<(Unclosed, Vec<u8>)> {
+    let event = "{\"timestamp\": {\"seconds\": 1795674316, \"microseconds\": 793698}, \
+                 \"event\": \"BROKEN\", \"data\": ";
+    [
+        (Unclosed::TooDeep, "[".repeat(100_000)),
+        (Unclosed::TooDeep, "{\"a\": ".repeat(5000)),
+        (Unclosed::Unterminated, "\"an open string".to_string()),
+        (
+            Unclosed::TooLarge,
+            format!("\"{}", "y".repeat(2 * size_limit)),
+        ),
+    ]
+    .into_iter()
+    .map(|(kind, body)| (kind, format!("{event}{body}\r\n").into_bytes()))
+    .collect()
+}
+
+/// One of the [`unclosed_cases`]: a qemu-storage-daemon behind a [`FaultProxy`] that puts one
+/// of the [`unclosed_events`] before each reply to a command.
+#[derive(Debug)]
+pub struct UnclosedCase {
+    /// Whether the daemon's monitor writes `pretty=on` output.
+    pub pretty: bool,
+    /// How the client must report each injected event.
+    pub expected: Unclosed,
+    /// Connect here (to the proxy).
+    pub proxy: FaultProxy,
+    /// The daemon, killed when the case is dropped.
+    pub qemu: Qemu,
+}
+
+/// Every event of [`unclosed_events`]`(size_limit)`, compact and pretty, each injected before
+/// every reply to a command whose line contains `command`, in front of a fresh qemu-storage-daemon
+/// started when the case is reached. Empty (after [`require`]'s notice) when the daemon is not
+/// installed.
+pub fn unclosed_cases(
+    size_limit: usize,
+    command: &str,
+    test: &str,
+) -> impl Iterator<Item = UnclosedCase> {
+    let (command, test) = (command.to_string(), test.to_string());
+    [false, true]
+        .into_iter()
+        .flat_map(move |pretty| {
+            unclosed_events(size_limit)
+                .into_iter()
+                .map(move |(expected, bytes)| (pretty, expected, bytes))
+        })
+        .map_while(move |(pretty, expected, bytes)| {
+            let options = QemuOptions {
+                pretty,
+                ..QemuOptions::new(Emulator::StorageDaemon)
+            };
+            let qemu = Qemu::start(options, &test)?;
+            let inject = Injection {
+                after_line_with: command.clone(),
+                bytes,
+            };
+            let proxy = FaultProxy::start(qemu.socket(), vec![inject]);
+            Some(UnclosedCase {
+                pretty,
+                expected,
+                proxy,
+                qemu,
+            })
+        })
+}
+
+/// Bytes a [`FaultProxy`] puts into QEMU's output.
+#[derive(Debug, Clone)]
+pub struct Injection {
+    /// The injection fires for every line the client sends that contains this text (e.g.
+    /// `"query-version"`).
+    pub after_line_with: String,
+    /// Written to the client before the first bytes QEMU sends after such a line has been
+    /// forwarded to it: before the command's reply, and before any event QEMU sends first.
+    pub bytes: Vec<u8>,
+}
+
+/// A proxy in front of a real QEMU that forwards every byte both ways and injects bytes into
+/// QEMU's output: what QEMU will not produce (a message that never closes, garbage) placed between
+/// QEMU's own messages, the rest of the stream real. It accepts one connection on its own Unix
+/// socket, connects to QEMU's, and stops when either side closes or when it is dropped.
+///
+/// An injection goes in front of the next bytes QEMU writes after the trigger line, which is a
+/// message boundary as long as QEMU was quiet when the command went out (it answers each command
+/// with one write; nothing else of its output may be in flight).
+#[derive(Debug)]
+pub struct FaultProxy {
+    path: PathBuf,
+    sockets: Arc<Mutex<Vec<UnixStream>>>,
+    injected: Arc<AtomicU64>,
+    _dir: TempDir,
+}
+
+impl FaultProxy {
+    /// Listens on a fresh socket; the first client is connected through to QEMU's socket at
+    /// `upstream`.
+    pub fn start(upstream: &Path, injections: Vec<Injection>) -> FaultProxy {
+        let dir = TempDir::new().expect("temp dir");
+        let path = dir.path().join("proxy.sock");
+        let listener = UnixListener::bind(&path).expect("bind fault proxy");
+        let sockets = Arc::new(Mutex::new(Vec::new()));
+        let injected = Arc::new(AtomicU64::new(0));
+        let (upstream, keep, count) = (upstream.to_path_buf(), sockets.clone(), injected.clone());
+        thread::spawn(move || {
+            let Ok((client, _)) = listener.accept() else {
+                return;
+            };
+            let Ok(qemu) = UnixStream::connect(&upstream) else {
+                return;
+            };
+            let streams = [&client, &qemu].map(|s| s.try_clone());
+            let [Ok(client_w), Ok(qemu_w)] = streams else {
+                return;
+            };
+            keep.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend([client.try_clone(), qemu.try_clone()].into_iter().flatten());
+            // Injections to put before QEMU's next output, queued by the client-to-QEMU side.
+            let armed = Arc::new(Mutex::new(Vec::new()));
+            let arm = armed.clone();
+            thread::spawn(move || forward_commands(client, qemu_w, &injections, &arm));
+            forward_output(qemu, client_w, &armed, &count);
+        });
+        FaultProxy {
+            path,
+            sockets,
+            injected,
+            _dir: dir,
+        }
+    }
+
+    /// The socket path to connect to instead of QEMU's.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many injections have been written so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        for s in sockets.iter() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Client to QEMU: forwards everything; before forwarding a line that triggers an injection, arms
+/// it, so that it is in place before QEMU can answer.
+fn forward_commands(
+    mut client: UnixStream,
+    mut qemu: UnixStream,
+    injections: &[Injection],
+    armed: &Mutex<Vec<Vec<u8>>>,
+) {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut start = 0;
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b != b'\n' {
+                continue;
+            }
+            line.extend_from_slice(&buf[start..=i]);
+            start = i + 1;
+            let text = String::from_utf8_lossy(&line);
+            for inj in injections
+                .iter()
+                .filter(|j| text.contains(&j.after_line_with))
+            {
+                armed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(inj.bytes.clone());
+            }
+            if qemu.write_all(&line).is_err() {
+                return;
+            }
+            line.clear();
+        }
+        line.extend_from_slice(&buf[start..n]);
+    }
+    let _ = qemu.shutdown(std::net::Shutdown::Write);
+}
+
+/// QEMU to client: forwards everything, with what is armed in front of each read's bytes.
+fn forward_output(
+    mut qemu: UnixStream,
+    mut client: UnixStream,
+    armed: &Mutex<Vec<Vec<u8>>>,
+    injected: &AtomicU64,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match qemu.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let pending = std::mem::take(&mut *armed.lock().unwrap_or_else(PoisonError::into_inner));
+        for bytes in pending {
+            if client.write_all(&bytes).is_err() {
+                return;
+            }
+            injected.fetch_add(1, Ordering::SeqCst);
+        }
+        if client.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = client.shutdown(std::net::Shutdown::Both);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,6 +791,47 @@ mod tests {
         let mut buf = [0u8; 12];
         s.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"{\r\n    \"QMP\"");
+    }
+
+    #[test]
+    fn fault_proxy_forwards_qemu_and_injects_before_the_reply() {
+        let Some(q) = Qemu::start(QemuOptions::new(Emulator::StorageDaemon), "fault_proxy") else {
+            return;
+        };
+        let proxy = FaultProxy::start(
+            q.socket(),
+            vec![Injection {
+                after_line_with: "query-version".into(),
+                bytes: b"INJECTED\r\n".to_vec(),
+            }],
+        );
+        let mut s = UnixStream::connect(proxy.path()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut seen = Vec::new();
+        let mut read_until = |s: &mut UnixStream, needle: &[u8]| {
+            let mut buf = [0u8; 4096];
+            while !seen.windows(needle.len()).any(|w| w == needle) {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&buf[..n]);
+            }
+        };
+        read_until(&mut s, b"\"capabilities\"");
+        s.write_all(b"{\"execute\":\"qmp_capabilities\",\"id\":\"c\"}\n")
+            .unwrap();
+        read_until(&mut s, b"\"id\": \"c\"}\r\n");
+        assert_eq!(proxy.injected(), 0);
+        s.write_all(b"{\"execute\":\"query-version\",\"id\":\"v\"}\n")
+            .unwrap();
+        read_until(&mut s, b"\"id\": \"v\"}\r\n");
+        let text = String::from_utf8(seen).unwrap();
+        let cap_end = "\"id\": \"c\"}\r\n";
+        let after_cap = &text[text.find(cap_end).unwrap() + cap_end.len()..];
+        assert!(
+            after_cap.starts_with("INJECTED\r\n{\"return\": {\"qemu\""),
+            "{after_cap}"
+        );
+        assert_eq!(proxy.injected(), 1);
     }
 
     #[test]
