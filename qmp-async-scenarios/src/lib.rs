@@ -944,3 +944,9 @@ pub async fn unclosed_message_before_each_reply<R: TestRuntime>(rt: R) {
     let installed = qmp_testkit::find_binary("qemu-storage-daemon").is_some();
     assert!(ran == 8 || !installed, "{ran} cases");
 }
+
+/// The repository README's examples, compiled as doc tests so that they stay true (this crate
+/// depends on every client, as they do).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct RootReadmeDoctests;
