@@ -20,8 +20,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qmp_fuzz::{config_from_byte, steps, Action, Chunker, Step};
 use qmp_fuzz::Submit;
+use qmp_fuzz::{config_from_byte, steps, Action, Chunker, Step};
 use qmp_proto::{CommandId, Config, Decoder, Output, ServerMessage, Session, State};
 use std::collections::{HashMap, HashSet};
 

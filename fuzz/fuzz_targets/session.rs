@@ -31,7 +31,9 @@ enum Op {
     Abandon(u8),
     Transmit(u8),
     Close,
-    Greeting { oob: bool },
+    Greeting {
+        oob: bool,
+    },
     ReplyOk(u8),
     ReplyErr(u8),
     ReplyUndecodable(u8, u8),
@@ -143,7 +145,14 @@ impl Harness {
     }
 
     fn submit(&mut self, options: Submit) {
-        self.submit_named(if options.fds > 0 { "add-fd" } else { "query-status" }, options);
+        self.submit_named(
+            if options.fds > 0 {
+                "add-fd"
+            } else {
+                "query-status"
+            },
+            options,
+        );
     }
 
     fn submit_named(&mut self, name: &str, options: Submit) {
@@ -270,7 +279,11 @@ impl Harness {
 
     fn check_result(&self, id: CommandId, result: &Result<Value, CommandError>) {
         if let Err(CommandError::Closed { sent, .. }) = result {
-            assert_eq!(*sent, self.client.transmitted.contains(&id), "{id}: sent flag");
+            assert_eq!(
+                *sent,
+                self.client.transmitted.contains(&id),
+                "{id}: sent flag"
+            );
             return;
         }
         // A `quit` that was sent succeeds when the connection ends (QEMU closing is what it
