@@ -597,7 +597,11 @@ fn stop_cont_storm(socket: &Path, pairs: usize) -> (Vec<(i64, i64)>, usize) {
     let mut buf = vec![0u8; 1 << 16];
     let mut out = Vec::new();
     while replies < 2 * pairs + 1 {
-        let n = stream.read(&mut buf).expect("read the storm");
+        // A read with a timeout (SO_RCVTIMEO) is not restarted after a signal: retry on EINTR.
+        let n = match stream.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            read => read.expect("read the storm"),
+        };
         assert!(n > 0, "QEMU closed the storm's monitor");
         decoder.feed(&buf[..n], &mut out);
         for m in out.drain(..) {

@@ -392,6 +392,7 @@ fn probe_negotiation(mut stream: Box<dyn ReadWrite>, deadline: Instant) -> bool 
             return false;
         }
         match stream.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Ok(0) | Err(_) => return false,
             Ok(n) => session.receive(&buf[..n]),
         }
@@ -471,6 +472,7 @@ fn run_script(stream: &mut UnixStream, script: Vec<Step>) -> Vec<u8> {
                 let mut buf = [0u8; 4096];
                 while received.iter().filter(|&&b| b == b'\n').count() < n {
                     match stream.read(&mut buf) {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Ok(0) | Err(_) => return received,
                         Ok(k) => received.extend_from_slice(&buf[..k]),
                     }
@@ -681,6 +683,7 @@ fn forward_commands(
     let mut buf = [0u8; 4096];
     loop {
         let n = match client.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -721,6 +724,7 @@ fn forward_output(
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match qemu.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
