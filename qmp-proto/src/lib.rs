@@ -52,6 +52,7 @@ pub mod events;
 pub mod framing;
 mod json;
 pub mod message;
+mod read_buffer;
 mod recover;
 mod scan;
 pub mod session;
@@ -66,6 +67,7 @@ pub use json::JsonError;
 pub use message::{
     ErrorClass, Event, Greeting, QmpError, Reply, ServerMessage, Timestamp, Version,
 };
+pub use read_buffer::ReadBuffer;
 pub use session::{
     CloseReason, CommandError, CommandId, Disconnect, ExecuteOptions, Handshake, IoFailure, Output,
     Session, State, Stats, SubmitError, Transmit, Warning, MAX_FDS_PER_COMMAND,
