@@ -8,9 +8,9 @@
 //!
 //! Two raw baselines, because QEMU reads its input one byte per syscall and so the command's
 //! length matters as much as the client: *raw, same bytes* writes exactly what the clients write
-//! (`{"execute":"query-version","id":"abcd10001"}` and onwards: a 4-letter prefix and a counter
-//! that runs in step with the clients', 5 digits throughout); *raw, 2-char id* writes
-//! `{"execute":"query-version","id":"r1"}`.
+//! (`{"execute":"query-version","id":10001}` and onwards: the counter, in step with the
+//! clients', 5 digits throughout); *raw `"id":1`* writes `{"execute":"query-version","id":1}`,
+//! the fixed shortest command every client is measured against (BENCHMARKS.md).
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -23,7 +23,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 const PIPELINE: usize = 100;
-const SHORT: &[u8] = b"{\"execute\":\"query-version\",\"id\":\"r1\"}\n";
+const SHORT: &[u8] = b"{\"execute\":\"query-version\",\"id\":1}\n";
 /// Commands each client runs before measuring, so its ids have 5 digits, as raw's do.
 const WARM_UP: u64 = 10_000;
 
@@ -76,8 +76,8 @@ impl Raw {
         self.reader.read_line(&mut self.line).unwrap();
     }
 
-    /// `n` commands written with one `write_all`, then their `n` replies read. `short`: the
-    /// 2-char id; otherwise the clients' bytes.
+    /// `n` commands written with one `write_all`, then their `n` replies read. `short`:
+    /// `"id":1`; otherwise the clients' bytes.
     fn round_trips(&mut self, n: usize, short: bool) {
         self.batch.clear();
         for _ in 0..n {
@@ -87,7 +87,7 @@ impl Raw {
                 self.counter += 1;
                 writeln!(
                     self.batch,
-                    "{{\"execute\":\"query-version\",\"id\":\"abcd{}\"}}",
+                    "{{\"execute\":\"query-version\",\"id\":{}}}",
                     self.counter
                 )
                 .unwrap();
@@ -133,8 +133,7 @@ fn setup() -> Setup {
     let smol = smol::block_on(qmp_smol::Client::connect_unix(daemons[1].socket())).unwrap();
     let std = async_std::task::block_on(qmp_async_std::Client::connect_unix(daemons[2].socket()))
         .unwrap();
-    // Ids: the clients' prefixes are 4 random letters, as raw's `abcd`; the counters start at
-    // WARM_UP + 1 for all three.
+    // Ids: the counters start at WARM_UP + 1 for all three.
     smol::block_on(pipelined(&smol, WARM_UP / PIPELINE as u64));
     async_std::task::block_on(pipelined(&std, WARM_UP / PIPELINE as u64));
     Setup {
@@ -161,7 +160,7 @@ fn interleaved(s: &mut Setup) {
         ("sequential", 200u64, 1usize),
         ("pipelined_100", 10, PIPELINE),
     ] {
-        // Per block: time of raw same bytes, raw 2-char id, smol, async-std.
+        // Per block: time of raw same bytes, raw "id":1, smol, async-std.
         let mut times: Vec<[f64; 4]> = Vec::new();
         for _ in 0..BLOCKS {
             let t = Instant::now();
@@ -197,9 +196,9 @@ fn interleaved(s: &mut Setup) {
         eprintln!(
             "  {mode}, {} commands per contender:\n    \
              raw, same bytes: {:.1} us/command\n    \
-             raw, 2-char id:  {:.1} us/command\n    \
-             qmp-smol:        {:.1} us/command; rate vs raw same bytes, median of blocks {:.1}%; vs 2-char id {:.1}%\n    \
-             qmp-async-std:   {:.1} us/command; rate vs raw same bytes, median of blocks {:.1}%; vs 2-char id {:.1}%",
+             raw, \"id\":1:  {:.1} us/command\n    \
+             qmp-smol:        {:.1} us/command; rate vs raw same bytes, median of blocks {:.1}%; vs \"id\":1 {:.1}%\n    \
+             qmp-async-std:   {:.1} us/command; rate vs raw same bytes, median of blocks {:.1}%; vs \"id\":1 {:.1}%",
             commands,
             us(0),
             us(1),
@@ -228,7 +227,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function("raw, same bytes", |b| {
             b.iter(|| s.raw.round_trips(batch, false))
         });
-        group.bench_function("raw, 2-char id", |b| {
+        group.bench_function("raw, \"id\":1", |b| {
             b.iter(|| s.raw.round_trips(batch, true))
         });
         let (smol_client, std_client) = (&s.smol, &s.std);

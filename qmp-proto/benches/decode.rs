@@ -4,10 +4,14 @@
 //! multi-line messages with a 648 KB reply) and 100,000 synthetic events. The decoder is fed each
 //! input whole and in 4 KiB, 64-byte and 1-byte pieces. The floor is
 //! `serde_json::from_slice::<Value>` on the same messages already cut apart, which is what any
-//! decoder must at least do. Both keep every parsed message until the end of the iteration. One
-//! `Decoder` serves all iterations, as one serves a whole connection.
+//! decoder must at least do. Both drop each message at once, as a client does once it has routed
+//! it (the decoder's are dropped after each piece fed; keeping all of them alive until the end, as
+//! this benchmark did before, made the floor pay for 100,000 live `Value`s and flattered the
+//! decoder). One `Decoder` serves all iterations, as one serves a whole connection.
 //!
-//! Time is the thread's CPU time (see `CpuTime`), not wall time.
+//! Time is the thread's CPU time (see `CpuTime`), not wall time. After criterion's groups, an
+//! interleaved run (on stderr) times floor and decoder in turn, round after round, and prints the
+//! median of the per-round ratios to the floor: the figure to compare (BENCHMARKS.md).
 //!
 //! Run with `cargo bench -p qmp-proto`, then `qmp-proto/benches/summarize.py` for MB/s and ratios
 //! to the floor from criterion's samples; compare ratios within one run (BENCHMARKS.md).
@@ -154,20 +158,65 @@ fn split(stream: &[u8]) -> Vec<&[u8]> {
 /// lifetime (so its buffer for messages that span reads is already allocated, as in steady state).
 fn decode(decoder: &mut Decoder, stream: &[u8], chunk: usize) -> usize {
     let mut out = Vec::new();
+    let mut n = 0;
     for c in stream.chunks(chunk) {
         decoder.feed(c, &mut out);
+        n += out.len();
+        assert!(out.drain(..).all(|m| black_box(m).is_ok()));
     }
     decoder.finish(&mut out);
-    assert!(out.iter().all(Result::is_ok));
-    out.len()
+    n + out.len()
 }
 
 fn floor(messages: &[&[u8]]) -> usize {
-    let out: Vec<Value> = messages
+    let mut n = 0;
+    for m in messages {
+        black_box(serde_json::from_slice::<Value>(m).unwrap());
+        n += 1;
+    }
+    n
+}
+
+/// Floor and decoder timed in turn, round after round, in thread CPU time; prints the median
+/// over rounds of each feeding's rate relative to the floor.
+fn interleaved(name: &str, stream: &[u8], messages: &[&[u8]], decoder: &mut Decoder) {
+    const ROUNDS: usize = 15;
+    let feedings = [("4KiB", 4096), ("64B", 64), ("1B", 1)];
+    // Each sample at least ~100 ms of CPU, long against the 4 ms resolution of the clock.
+    let t = thread_cpu_ns();
+    floor(messages);
+    let reps = (100_000_000 / (thread_cpu_ns() - t).max(1)).clamp(1, 1000);
+    let time = |f: &mut dyn FnMut()| {
+        let t = thread_cpu_ns();
+        for _ in 0..reps {
+            f();
+        }
+        (thread_cpu_ns() - t) as f64
+    };
+    let mut ratios = vec![Vec::new(); feedings.len()];
+    for _ in 0..ROUNDS {
+        let base = time(&mut || {
+            floor(black_box(messages));
+        });
+        for (k, &(_, chunk)) in feedings.iter().enumerate() {
+            let t = time(&mut || {
+                decode(decoder, black_box(stream), chunk);
+            });
+            ratios[k].push(base / t);
+        }
+    }
+    let line: Vec<String> = feedings
         .iter()
-        .map(|m| serde_json::from_slice::<Value>(m).unwrap())
+        .zip(&mut ratios)
+        .map(|((label, _), r)| {
+            r.sort_by(f64::total_cmp);
+            format!("{label} {:.2}", r[r.len() / 2])
+        })
         .collect();
-    out.len()
+    eprintln!(
+        "interleaved {name} ({ROUNDS} rounds x {reps}): rate vs drop-at-once floor, median: {}",
+        line.join(", ")
+    );
 }
 
 fn bench_input(c: &mut Criterion<CpuTime>, name: &str, stream: &[u8]) {
@@ -197,6 +246,7 @@ fn bench_input(c: &mut Criterion<CpuTime>, name: &str, stream: &[u8]) {
         });
     }
     group.finish();
+    interleaved(name, stream, &messages, &mut decoder);
 }
 
 fn benches(c: &mut Criterion<CpuTime>) {

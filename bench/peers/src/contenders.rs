@@ -27,7 +27,8 @@ pub const ALL: [Kind; 9] = [
 pub enum Kind {
     /// `{"execute":"query-version","id":1}` over a std `UnixStream`: the baseline.
     Raw,
-    /// The bytes our clients send (`"id":"abcd10001"` and onwards), over a std `UnixStream`.
+    /// The bytes our clients send (`"id":10001` and onwards: a counter from 1, past the warm-up),
+    /// over a std `UnixStream`.
     RawOurBytes,
     Blocking,
     Smol,
@@ -267,7 +268,7 @@ impl Raw {
                 *counter += 1;
                 let _ = writeln!(
                     self.batch,
-                    "{{\"execute\":\"query-version\",\"id\":\"abcd{counter}\"}}"
+                    "{{\"execute\":\"query-version\",\"id\":{counter}}}"
                 );
             }
         }
