@@ -775,8 +775,12 @@ impl Session {
         if self.state == State::Closed {
             return;
         }
+        self.decoder.feed(bytes, &mut self.decoded);
+        // Most small reads complete nothing: skip the hand-over (issue 15: 1-byte reads).
+        if self.decoded.is_empty() {
+            return;
+        }
         let mut decoded = std::mem::take(&mut self.decoded);
-        self.decoder.feed(bytes, &mut decoded);
         self.handle_decoded(&mut decoded);
         self.decoded = decoded;
     }
