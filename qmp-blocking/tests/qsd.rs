@@ -247,3 +247,49 @@ fn twelve_threads_with_oob_stay_within_eight_in_flight() {
     });
     assert_eq!(c.pending(), 0);
 }
+
+/// docs/PROTOCOL.md rule 5 through the client: an earlier connection's `blockdev-add` (id 1) of
+/// an NBD node whose server accepts and never answers blocks QEMU's dispatcher; the client
+/// connects meanwhile, and its connect completes once that command fails. The stale reply, which
+/// carries id 1 like the client's first command, came before the negotiation reply and was
+/// dropped; the client's commands get their own replies.
+#[test]
+fn a_stale_reply_from_an_earlier_connection_is_dropped() {
+    use std::io::{BufRead, BufReader, Write};
+    let Some(q) = qsd("a_stale_reply_from_an_earlier_connection_is_dropped") else {
+        return;
+    };
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = black_hole.local_addr().unwrap().port();
+    let mut old = std::os::unix::net::UnixStream::connect(q.socket()).unwrap();
+    old.set_read_timeout(Some(T)).unwrap();
+    let mut lines = BufReader::new(old.try_clone().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap(); // greeting
+    old.write_all(b"{\"execute\":\"qmp_capabilities\",\"id\":\"old\"}\n")
+        .unwrap();
+    line.clear();
+    lines.read_line(&mut line).unwrap();
+    assert!(line.contains("\"return\""), "{line}");
+    let add = json!({"execute": "blockdev-add", "id": 1, "arguments": {
+        "driver": "nbd", "node-name": "black-hole",
+        "server": {"type": "inet", "host": "127.0.0.1", "port": port.to_string()}}});
+    old.write_all(format!("{add}\n").as_bytes()).unwrap();
+    // QEMU is inside the command once its NBD client has connected.
+    let (held, _) = black_hole.accept().unwrap();
+    drop((old, lines));
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        drop((held, black_hole));
+    });
+    let c = connect(&q);
+    release.join().unwrap();
+    assert_eq!(c.stats().session.stale_replies, 1);
+    assert_eq!(c.stats().session.unmatched_replies, 1);
+    for _ in 0..3 {
+        let v = c.execute("query-version", ()).unwrap();
+        assert_eq!(v["qemu"]["major"], 10);
+    }
+    let nodes = c.execute("query-named-block-nodes", ()).unwrap();
+    assert!(!nodes.to_string().contains("black-hole"), "{nodes}");
+}
