@@ -297,7 +297,7 @@ async fn ready(inner: &Inner) -> Result<qmp_proto::Greeting, Error> {
                     .ok_or(Error::Closed { command: None }),
             ),
             State::Closed => Poll::Ready(Err(crate::client::closed_error(&s, None))),
-            State::AwaitingGreeting | State::Negotiating => {
+            State::AwaitingGreeting | State::Negotiating | State::Syncing => {
                 register(&mut s.watchers, cx.waker());
                 Poll::Pending
             }

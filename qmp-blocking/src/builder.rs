@@ -227,7 +227,7 @@ impl Builder {
             |inner| match inner.session.state() {
                 State::Ready => inner.session.greeting().cloned().map(Ok),
                 State::Closed => Some(Err(inner.closed_error(None))),
-                State::AwaitingGreeting | State::Negotiating => None,
+                State::AwaitingGreeting | State::Negotiating | State::Syncing => None,
             },
         );
         match ready {

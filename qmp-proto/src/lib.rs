@@ -57,7 +57,7 @@ mod scan;
 pub mod session;
 
 pub use command::Command;
-pub use config::{Config, Limits};
+pub use config::{Config, Limits, Protocol};
 pub use decoder::{DecodeError, Decoder};
 pub use encode::EncodeError;
 pub use error::{Error, ProtocolError};

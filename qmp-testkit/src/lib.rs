@@ -386,7 +386,7 @@ fn probe_negotiation(mut stream: Box<dyn ReadWrite>, deadline: Instant) -> bool 
         match session.state() {
             State::Ready => return true,
             State::Closed => return false,
-            State::AwaitingGreeting | State::Negotiating => {}
+            State::AwaitingGreeting | State::Negotiating | State::Syncing => {}
         }
         if Instant::now() >= deadline {
             return false;
