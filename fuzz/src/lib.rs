@@ -75,6 +75,8 @@ pub fn config_from_byte(b: u8) -> Config {
         request_oob: b & 4 != 0,
         max_inband_in_flight: usize::from((b >> 3) & 7),
         id_prefix: Some(ID_PREFIX.to_string()),
+        // The `agent` target covers the guest-agent protocol.
+        protocol: qmp_proto::Protocol::Qmp,
     }
 }
 

@@ -50,6 +50,7 @@ pub mod error;
 pub mod event_queue;
 pub mod events;
 pub mod framing;
+pub mod guest_exec;
 mod json;
 pub mod message;
 mod recover;
@@ -68,7 +69,8 @@ pub use message::{
 };
 pub use session::{
     CloseReason, CommandError, CommandId, Disconnect, ExecuteOptions, Handshake, IoFailure, Output,
-    Session, State, Stats, SubmitError, Transmit, Warning, MAX_FDS_PER_COMMAND,
+    Session, State, Stats, SubmitError, Transmit, Warning, AGENT_NO_REPLY_COMMANDS,
+    MAX_FDS_PER_COMMAND,
 };
 
 /// The README's examples, compiled as doc tests so that they stay true.

@@ -7,7 +7,9 @@
 
 #![deny(missing_docs)]
 
+mod agent;
 mod examples;
+pub use agent::{AgentProxy, QemuGa, Rule, SAFE_RPCS};
 pub use examples::{example, run_example};
 
 use qmp_proto::{Config, Session, State};
