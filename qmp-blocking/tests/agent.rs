@@ -7,7 +7,6 @@ use qmp_blocking::{Agent, CallOptions, Config, Error};
 use qmp_qapi::qga::{GuestGetOsinfo, GuestGetTime, GuestInfo, GuestPing};
 use qmp_testkit::{AgentProxy, Emulator, Qemu, QemuGa, QemuOptions, Rule, TempDir};
 use serde_json::json;
-use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -255,28 +254,7 @@ fn over_tcp_and_over_any_reader_and_writer() {
         return;
     };
     // qemu-ga serves no TCP: a forwarder stands in for a TCP chardev.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let upstream = ga.socket().to_path_buf();
-    std::thread::spawn(move || {
-        let Ok((tcp, _)) = listener.accept() else {
-            return;
-        };
-        let Ok(unix) = UnixStream::connect(&upstream) else {
-            return;
-        };
-        let (mut t2, mut u2) = (
-            tcp.try_clone().expect("clone"),
-            unix.try_clone().expect("clone"),
-        );
-        let (mut tcp, mut unix) = (tcp, unix);
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut t2, &mut u2);
-            // The client left: free the agent (it serves one client at a time).
-            let _ = u2.shutdown(std::net::Shutdown::Both);
-        });
-        let _ = std::io::copy(&mut unix, &mut tcp);
-    });
+    let addr = qmp_testkit::tcp_forwarder(ga.socket());
     let agent = builder().connect_tcp(addr).expect("tcp");
     assert!(
         agent.transport().starts_with("tcp:"),

@@ -280,3 +280,31 @@ fn forward_output(
         .unwrap_or_else(PoisonError::into_inner)
         .shutdown(std::net::Shutdown::Write);
 }
+
+/// A TCP listener on 127.0.0.1 that forwards its first connection to the Unix socket at
+/// `upstream` (qemu-ga serves no TCP; this stands in for a TCP chardev). When the TCP client
+/// leaves, the Unix connection is shut down, freeing the agent for its next client.
+pub fn tcp_forwarder(upstream: &Path) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let upstream = upstream.to_path_buf();
+    thread::spawn(move || {
+        let Ok((tcp, _)) = listener.accept() else {
+            return;
+        };
+        let Ok(unix) = UnixStream::connect(&upstream) else {
+            return;
+        };
+        let (Ok(mut t2), Ok(mut u2)) = (tcp.try_clone(), unix.try_clone()) else {
+            return;
+        };
+        let (mut tcp, mut unix) = (tcp, unix);
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut t2, &mut u2);
+            let _ = u2.shutdown(std::net::Shutdown::Both);
+        });
+        let _ = std::io::copy(&mut unix, &mut tcp);
+        let _ = tcp.shutdown(std::net::Shutdown::Both);
+    });
+    addr
+}

@@ -9,7 +9,7 @@
 
 mod agent;
 mod examples;
-pub use agent::{AgentProxy, QemuGa, Rule, SAFE_RPCS};
+pub use agent::{tcp_forwarder, AgentProxy, QemuGa, Rule, SAFE_RPCS};
 pub use examples::{example, run_example};
 
 use qmp_proto::{Config, Session, State};
