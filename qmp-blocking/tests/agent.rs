@@ -315,3 +315,33 @@ fn qemu_with_no_agent_is_reported_promptly() {
     .to_string();
     assert!(text.contains("qemu-ga"), "{text}");
 }
+
+#[test]
+fn the_largest_guest_file_read_fits_the_default_limit() {
+    let Some(ga) = QemuGa::start("the_largest_guest_file_read_fits_the_default_limit") else {
+        return;
+    };
+    let agent = builder().connect_unix(ga.socket()).expect("connect");
+    // 48 MiB, the most guest-file-read returns: 64 MiB of base64, a reply just over 64 MiB.
+    let path = ga.dir().join("big.bin");
+    let data: Vec<u8> = (0..48u32 << 20)
+        .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
+        .collect();
+    std::fs::write(&path, &data).expect("write the file");
+    let h = agent
+        .execute("guest-file-open", json!({"path": path, "mode": "r"}))
+        .expect("open");
+    let r = agent
+        .execute_timeout(
+            "guest-file-read",
+            json!({"handle": h, "count": 48 << 20}),
+            Duration::from_secs(120),
+        )
+        .expect("the 48 MiB read");
+    let b64 = r["buf-b64"].as_str().expect("buf-b64");
+    assert_eq!(b64.len(), 64 << 20);
+    assert!(decode_base64(b64).expect("base64") == data);
+    agent
+        .execute("guest-file-close", json!({"handle": h}))
+        .expect("close");
+}
