@@ -4,9 +4,9 @@
 Usage: fuzz/make-seeds.py   (from anywhere; rewrites fuzz/seeds/parse_stream/{capture,fault}-*)
 
 Input format (see fuzz/src/lib.rs): byte 0 configuration, byte 1 chunking schedule, then the
-server's bytes with client actions as 0xFF <letter>. The captures' client used ids cap0 (for
-qmp_capabilities), cap1, ... one command at a time, and the fuzzed session uses the id prefix
-"cap", so the scripts below reproduce the real exchange: take the qmp_capabilities transmit after
+server's bytes with client actions as 0xFF <letter>. The captures' client used id "cap" for
+qmp_capabilities, then 1, 2, ... one command at a time, as the fuzzed session does (its
+negotiation id is "cap"), so the scripts below reproduce the real exchange: take the qmp_capabilities transmit after
 the greeting, and submit + transmit the next command after each reply, as the capture's client did.
 Messages larger than BIG are dropped from the seeds to keep them small (their commands then fail at
 EOF); the small size limits of the fuzz configurations still reach the too-large paths.
@@ -52,8 +52,14 @@ def messages(data):
 
 
 def reply_id(msg):
-    m = re.search(rb'"id": "cap(\d+)"', msg)
-    return int(m.group(1)) if m and (b'"return"' in msg or b'"error"' in msg) else None
+    """The number of the command a reply answers (0: qmp_capabilities, id "cap"), else None.
+    QEMU writes the top-level id first in errors and last in returns."""
+    if not (b'"return"' in msg or b'"error"' in msg):
+        return None
+    if re.search(rb'"id": "cap"', msg):
+        return 0
+    m = re.search(rb'^\{\s*"id": (\d+),', msg) or re.search(rb'"id": (\d+)\s*\}\s*$', msg)
+    return int(m.group(1)) if m else None
 
 
 def script(name):
@@ -112,45 +118,45 @@ GREETING = (
     b'{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": ""}, '
     b'"capabilities": ["oob"]}}\r\n'
 )
-READY = GREETING + TRANSMIT + b'{"return": {}, "id": "cap0"}\r\n'
+READY = GREETING + TRANSMIT + b'{"return": {}, "id": "cap"}\r\n'
 EV = b'{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "STOP"}\r\n'
 
 # Fault cases of PROTOCOL.md ("Fault cases to test"), as (name, configuration, body).
 FAULTS = [
     ("inf", 0x04, READY + SUBMIT * 2 + TRANSMIT
-     + b'{"return": {"x": inf}, "id": "cap1"}\r\n{"return": {}, "id": "cap2"}\r\n'),
+     + b'{"return": {"x": inf}, "id": 1}\r\n{"return": {}, "id": 2}\r\n'),
     ("stale-reply", 0x04, GREETING + b'{"return": {}, "id": "abcd12"}\r\n' + TRANSMIT
-     + b'{"return": {}, "id": "cap0"}\r\n'),
-    ("events-early", 0x04, EV + GREETING + TRANSMIT + EV + b'{"return": {}, "id": "cap0"}\r\n'),
+     + b'{"return": {}, "id": "cap"}\r\n'),
+    ("events-early", 0x04, EV + GREETING + TRANSMIT + EV + b'{"return": {}, "id": "cap"}\r\n'),
     ("idless-errors", 0x0C, READY + SUBMIT * 3 + TRANSMIT
      + b'{"error": {"class": "GenericError", "desc": "JSON parse error, invalid keyword"}}\r\n' * 3
-     + b'{"id": "cap2", "error": {"class": "CommandNotFound", "desc": "x"}}\r\n'),
+     + b'{"id": 2, "error": {"class": "CommandNotFound", "desc": "x"}}\r\n'),
     ("deep-206", 0x03, READY + SUBMIT + TRANSMIT
-     + b'{"return": ' + b"[" * 205 + b"1" + b"]" * 205 + b', "id": "cap1"}\r\n'),
+     + b'{"return": ' + b"[" * 205 + b"1" + b"]" * 205 + b', "id": 1}\r\n'),
     ("deep-over-limit", 0x00, READY + SUBMIT + TRANSMIT
-     + b'{"id": "cap1", "return": ' + b"[" * 100 + b"]" * 100 + b"}\r\n" + EV),
+     + b'{"id": 1, "return": ' + b"[" * 100 + b"]" * 100 + b"}\r\n" + EV),
     ("size-limit-plus-one", 0x01, READY + SUBMIT * 2 + TRANSMIT
-     + b'{"return": "' + b"y" * 40 + b'", "id": "cap1"}\r\n{"return": {}, "id": "cap2"}\r\n'),
+     + b'{"return": "' + b"y" * 40 + b'", "id": 1}\r\n{"return": {}, "id": 2}\r\n'),
     ("quit-eof", 0x04, READY + SUBMIT + TRANSMIT
      + b'{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "SHUTDOWN", '
-     b'"data": {"guest": false, "reason": "host-qmp-quit"}}\r\n{"return": {}, "id": "cap1"}\r\n'),
-    ("truncated", 0x04, READY + SUBMIT + TRANSMIT + b'{"id": "cap1", "return": {"a"'),
+     b'"data": {"guest": false, "reason": "host-qmp-quit"}}\r\n{"return": {}, "id": 1}\r\n'),
+    ("truncated", 0x04, READY + SUBMIT + TRANSMIT + b'{"id": 1, "return": {"a"'),
     ("garbage", 0x04, b"hello 123 [1]" + READY + b"\x00\xfe]}" + SUBMIT + TRANSMIT
-     + b'{"return": "\\uD83D\\uDE00 \\u00e9", "id": "cap1"}'),
+     + b'{"return": "\\uD83D\\uDE00 \\u00e9", "id": 1}'),
     # Messages that never close before a reply (the line rule, PROTOCOL.md "Resynchronisation").
     ("unclosed-deep", 0x04, READY + SUBMIT + TRANSMIT + b'{"event": "X", "data": ' + b"[" * 1000
-     + b'\r\n{"return": {}, "id": "cap1"}\r\n'),
+     + b'\r\n{"return": {}, "id": 1}\r\n'),
     ("unclosed-object", 0x04, READY + SUBMIT + TRANSMIT + b'{"event": "X", "data": '
-     + b'{"a": ' * 100 + b'\n{"return": {}, "id": "cap1"}\n'),
+     + b'{"a": ' * 100 + b'\n{"return": {}, "id": 1}\n'),
     ("unclosed-string", 0x04, READY + SUBMIT + TRANSMIT + b'{"event": "X", "data": "open\r\n'
-     + b'{"return": {}, "id": "cap1"}\r\n'),
+     + b'{"return": {}, "id": 1}\r\n'),
     ("unclosed-large", 0x01, READY + SUBMIT + TRANSMIT + b'{"event": "X", "data": "' + b"y" * 100
-     + b'\r\n{"return": {}, "id": "cap1"}\r\n'),
+     + b'\r\n{"return": {}, "id": 1}\r\n'),
     ("unclosed-pretty", 0x04, READY + SUBMIT + TRANSMIT
-     + b'{\r\n    "event": "X",\r\n    "data": "open\r\n}\r\n{"return": {}, "id": "cap1"}\r\n'),
+     + b'{\r\n    "event": "X",\r\n    "data": "open\r\n}\r\n{"return": {}, "id": 1}\r\n'),
     ("oob-fd-abandon", 0x0C, READY + SUBMIT + b"\xffo\xfff\xfff" + TRANSMIT + b"\xffa"
-     + b'{"return": {}, "id": "cap4"}{"return": {}, "id": "cap3"}' + TRANSMIT
-     + b'{"return": {}, "id": "cap4"}{"return": {}, "id": "cap2"}{"return": {}, "id": "cap1"}'),
+     + b'{"return": {}, "id": 4}{"return": {}, "id": 3}' + TRANSMIT
+     + b'{"return": {}, "id": 4}{"return": {}, "id": 2}{"return": {}, "id": 1}'),
 ]
 
 

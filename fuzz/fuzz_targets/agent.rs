@@ -54,7 +54,7 @@ struct Input {
 enum Line {
     Sync(u64),
     Probe(u64),
-    Command { wire: String, no_reply: bool },
+    Command { wire: u64, no_reply: bool },
 }
 
 struct Harness {
@@ -64,7 +64,7 @@ struct Harness {
     /// Lines the model agent received and has not answered.
     lines: Vec<Line>,
     /// What the model answered per wire id (first answer wins for the check).
-    answers: HashMap<String, Value>,
+    answers: HashMap<u64, Value>,
     submitted: Vec<(CommandId, bool)>,
     replied: HashSet<CommandId>,
     abandoned: HashSet<CommandId>,
@@ -93,7 +93,7 @@ impl Harness {
                     assert!(self.replied.insert(id), "second reply for {id}");
                     assert!(!self.abandoned.contains(&id), "reply after abandon {id}");
                     self.in_flight.remove(&id.number());
-                    let wire = format!("t{}", id.number());
+                    let wire = id.number();
                     if let (false, Ok(v)) = (self.raw_used, &result) {
                         if let Some(a) = self.answers.get(&wire) {
                             assert_eq!(v, a, "{id} got another command's reply");
@@ -152,8 +152,8 @@ impl Harness {
             assert!(!self.abandoned.contains(&t.id), "sent after abandon");
             assert!(self.in_flight.is_empty(), "two commands in flight");
             self.in_flight.insert(number);
-            let wire = v["id"].as_str().expect("wire id").to_string();
-            assert_eq!(wire, format!("t{number}"));
+            let wire = v["id"].as_u64().expect("an integer wire id");
+            assert_eq!(wire, number);
             let no_reply = v["execute"] == "guest-shutdown";
             self.lines.push(Line::Command { wire, no_reply });
         }
@@ -239,15 +239,11 @@ impl Harness {
             Op::Refuse(k) => self.answer(k, true),
             Op::Stale(k) => {
                 self.wire.extend_from_slice(
-                    format!(
-                        "{{\"return\": {{\"stale\": {k}}}, \"id\": \"t{}\"}}\n",
-                        k % 16
-                    )
-                    .as_bytes(),
+                    format!("{{\"return\": {{\"stale\": {k}}}, \"id\": {}}}\n", k % 16).as_bytes(),
                 );
                 // A stale reply with a wire id in flight would be that command's answer on a
                 // real channel too (nothing tells them apart); only count it as such.
-                let wire = format!("t{}", k % 16);
+                let wire = u64::from(k % 16);
                 self.answers.entry(wire).or_insert(json!({"stale": k}));
             }
             Op::OldSync(n) => {
@@ -284,7 +280,7 @@ fuzz_target!(|input: Input| {
         limits.max_depth = 4;
     }
     let config = Config {
-        id_prefix: Some("t".into()),
+        negotiation_id: Some("t".into()),
         limits,
         ..Config::agent()
     };

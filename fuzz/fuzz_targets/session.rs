@@ -8,7 +8,7 @@
 //! - every submitted id ends exactly once: one `Reply`, or a successful `abandon` and no `Reply`;
 //!   `outstanding()` always equals submitted − answered − abandoned, and is 0 once closed;
 //! - transmits: only `qmp_capabilities` before `Ready`; each command sent at most once, never after
-//!   being abandoned in the queue; its wire id is the session's prefix and its number; `exec-oob`
+//!   being abandoned in the queue; its wire id is its number (`qmp_capabilities`': the configured string); `exec-oob`
 //!   only with `oob` negotiated; fds as declared; at most `max_inband_in_flight` in-band commands
 //!   and one fd-bearing command in flight; a queued command is sent once nothing blocks it;
 //! - replies carry what the server sent for that id (unless raw bytes may have confused framing);
@@ -121,8 +121,13 @@ struct Harness {
     max_inband: usize,
 }
 
+/// The JSON text of a command's wire id: `"cap"` for `qmp_capabilities` (number 0), the number
+/// for every other command.
 fn wire_id(id: CommandId) -> String {
-    format!("cap{}", id.number())
+    match id.number() {
+        0 => format!("\"{}\"", qmp_fuzz::NEGOTIATION_ID),
+        n => n.to_string(),
+    }
 }
 
 impl Harness {
@@ -184,7 +189,7 @@ impl Harness {
             };
             assert!(t.bytes.ends_with(b"\n"));
             let v: Value = serde_json::from_slice(&t.bytes).expect("transmit is JSON");
-            let wid = v["id"].as_str().expect("string id").to_string();
+            let wid = v["id"].to_string();
             assert_eq!(wid, wire_id(t.id), "wire id");
             let name = v["execute"]
                 .as_str()
@@ -382,7 +387,7 @@ impl Harness {
                 if let Some(id) = m.take(k) {
                     m.counter += 1;
                     let v = json!({ "n": m.counter });
-                    let text = format!("{{\"return\": {v}, \"id\": \"{id}\"}}");
+                    let text = format!("{{\"return\": {v}, \"id\": {id}}}");
                     m.write(&id, Sent::Ok(v), text);
                 }
             }
@@ -391,7 +396,7 @@ impl Harness {
                     m.counter += 1;
                     let desc = format!("e{}", m.counter);
                     let text = format!(
-                        "{{\"id\": \"{id}\", \"error\": {{\"class\": \"GenericError\", \"desc\": \"{desc}\"}}}}"
+                        "{{\"id\": {id}, \"error\": {{\"class\": \"GenericError\", \"desc\": \"{desc}\"}}}}"
                     );
                     m.write(&id, Sent::Err(desc), text);
                 }
@@ -400,16 +405,16 @@ impl Harness {
                 if let Some(id) = m.take(k) {
                     let text = match kind % 4 {
                         1 if self.max_size <= 1 << 16 => format!(
-                            "{{\"return\": \"{}\", \"id\": \"{id}\"}}",
+                            "{{\"return\": \"{}\", \"id\": {id}}}",
                             "x".repeat(self.max_size)
                         ),
                         2 if self.max_depth <= 1 << 13 => format!(
-                            "{{\"id\": \"{id}\", \"return\": {}{}}}",
+                            "{{\"id\": {id}, \"return\": {}{}}}",
                             "[".repeat(self.max_depth),
                             "]".repeat(self.max_depth)
                         ),
-                        3 => format!("{{\"id\": \"{id}\", \"nothing\": 1}}"),
-                        _ => format!("{{\"return\": {{\"x\": inf}}, \"id\": \"{id}\"}}"),
+                        3 => format!("{{\"id\": {id}, \"nothing\": 1}}"),
+                        _ => format!("{{\"return\": {{\"x\": inf}}, \"id\": {id}}}"),
                     };
                     m.write(&id, Sent::Undecodable, text);
                 }
@@ -417,15 +422,16 @@ impl Harness {
             Op::ReplyAgain(k) => {
                 if !m.answered.is_empty() {
                     let id = m.answered[usize::from(k) % m.answered.len()].clone();
-                    let text = format!("{{\"return\": {{}}, \"id\": \"{id}\"}}");
+                    let text = format!("{{\"return\": {{}}, \"id\": {id}}}");
                     m.write(&id, Sent::Ok(json!({})), text);
                 }
             }
             Op::ReplyUnknownId(k) => {
                 let text = match k % 3 {
-                    0 => format!("{{\"return\": {{}}, \"id\": \"cap9999999{k}\"}}"),
-                    1 => format!("{{\"return\": {{}}, \"id\": \"zz{k}\"}}"),
-                    _ => format!("{{\"return\": {{}}, \"id\": {k}}}"),
+                    0 => format!("{{\"return\": {{}}, \"id\": \"cap{k}\"}}"),
+                    1 => format!("{{\"return\": {{}}, \"id\": \"{k}\"}}"),
+                    // No script submits this many commands.
+                    _ => format!("{{\"return\": {{}}, \"id\": 9999999{k}}}"),
                 };
                 m.wire.extend_from_slice(text.as_bytes());
             }

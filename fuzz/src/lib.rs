@@ -46,8 +46,9 @@ fn dev_null() -> OwnedFd {
         .into()
 }
 
-/// Id prefix of every fuzzed session: the QEMU captures were made with ids `cap0`, `cap1`, ...
-pub const ID_PREFIX: &str = "cap";
+/// The `qmp_capabilities` id of every fuzzed session: the QEMU captures were made with id `cap`
+/// for `qmp_capabilities`, then `1`, `2`, ...
+pub const NEGOTIATION_ID: &str = "cap";
 
 /// A session configuration chosen by one byte. Small limits make the size and depth paths
 /// reachable with short inputs; value 3 in the low bits keeps the defaults.
@@ -74,7 +75,7 @@ pub fn config_from_byte(b: u8) -> Config {
         limits,
         request_oob: b & 4 != 0,
         max_inband_in_flight: usize::from((b >> 3) & 7),
-        id_prefix: Some(ID_PREFIX.to_string()),
+        negotiation_id: Some(NEGOTIATION_ID.to_string()),
         // The `agent` target covers the guest-agent protocol.
         protocol: qmp_proto::Protocol::Qmp,
     }

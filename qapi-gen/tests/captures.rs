@@ -27,7 +27,7 @@ fn every_captured_reply_and_event_decodes_typed() {
             .map(|l| {
                 let v: Value = serde_json::from_str(l).expect("a command");
                 (
-                    v["id"].as_str().expect("id").to_string(),
+                    v["id"].to_string(),
                     v["execute"].as_str().expect("execute").to_string(),
                 )
             })
@@ -42,8 +42,8 @@ fn every_captured_reply_and_event_decodes_typed() {
             match m.expect("the capture decodes") {
                 ServerMessage::Greeting(_) => {}
                 ServerMessage::Reply(r) => {
-                    let id = r.id.as_ref().and_then(Value::as_str).expect("an id");
-                    let command = &commands[id];
+                    let id = r.id.as_ref().expect("an id").to_string();
+                    let command = &commands[&id];
                     let Ok(value) = r.result else { continue };
                     let codec =
                         qmp_table::command(command).unwrap_or_else(|| panic!("{command}: no type"));

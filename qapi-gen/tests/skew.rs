@@ -11,7 +11,7 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
 
-fn reply(id: &str, value: serde_json::Value) -> Step {
+fn reply(id: u64, value: serde_json::Value) -> Step {
     Step::Send(format!("{}\r\n", json!({"return": value, "id": id})).into_bytes())
 }
 
@@ -37,18 +37,18 @@ fn a_newer_qemus_replies_and_events_decode_and_the_session_goes_on() {
         Step::ReadLines(2),
         Step::Send(b"{\"event\": \"FUTURE_EVENT\", \"data\": {\"x\": 1}, \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n".to_vec()),
         Step::Send(b"{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"id\": \"j0\", \"status\": \"hibernating\", \"why\": \"new\"}, \"timestamp\": {\"seconds\": 1, \"microseconds\": 3}}\r\n".to_vec()),
-        reply("t1", status.clone()),
+        reply(1, status.clone()),
         Step::ReadLines(3),
-        reply("t2", cpus.clone()),
+        reply(2, cpus.clone()),
         Step::ReadLines(4),
-        reply("t3", schema.clone()),
+        reply(3, schema.clone()),
         Step::ReadLines(5),
-        reply("t4", version),
+        reply(4, version),
         Step::ReadLines(6),
     ]);
     let client = Client::builder()
         .config(Config {
-            id_prefix: Some("t".into()),
+            negotiation_id: Some("t0".into()),
             ..Config::default()
         })
         .timeout(T)

@@ -15,7 +15,7 @@ fn builder<R: TestRuntime>() -> AgentBuilder<R::Rt> {
     Agent::<R::Rt>::builder()
         .connect_timeout(Duration::from_secs(10))
         .config(Config {
-            id_prefix: Some("t".into()),
+            negotiation_id: Some("t".into()),
             ..Config::agent()
         })
 }

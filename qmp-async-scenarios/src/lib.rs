@@ -120,9 +120,10 @@ fn oob<R: TestRuntime>() -> Builder<R::Rt> {
     plain::<R>().oob(true)
 }
 
-fn with_prefix<R: TestRuntime>(prefix: &str) -> Builder<R::Rt> {
+/// A client whose `qmp_capabilities` id is `negotiation_id` (commands are numbered 1, 2, ...).
+fn with_negotiation_id<R: TestRuntime>(negotiation_id: &str) -> Builder<R::Rt> {
     plain::<R>().config(Config {
-        id_prefix: Some(prefix.into()),
+        negotiation_id: Some(negotiation_id.into()),
         ..Config::default()
     })
 }
@@ -612,17 +613,18 @@ pub async fn connect_timeout<R: TestRuntime>(rt: R) {
     assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
 }
 
-fn reply(id: &str, value: Value) -> Vec<u8> {
+fn reply(id: impl Into<Value>, value: Value) -> Vec<u8> {
+    let id: Value = id.into();
     let mut v = serde_json::to_vec(&json!({"return": value, "id": id})).unwrap();
     v.extend_from_slice(b"\r\n");
     v
 }
 
-fn negotiated(prefix: &str) -> Vec<Step> {
+fn negotiated(negotiation_id: &str) -> Vec<Step> {
     vec![
         Step::Send(GREETING.to_vec()),
         Step::ReadLines(1),
-        Step::Send(reply(&format!("{prefix}0"), json!({}))),
+        Step::Send(reply(negotiation_id, json!({}))),
     ]
 }
 
@@ -632,16 +634,16 @@ pub async fn call_timeout_discards_late_reply<R: TestRuntime>(rt: R) {
     script.extend([
         Step::ReadLines(2),
         Step::Sleep(Duration::from_millis(300)),
-        Step::Send(reply("t1", json!({"late": true}))),
+        Step::Send(reply(1, json!({"late": true}))),
         Step::ReadLines(3),
-        Step::Send(reply("t2", json!({"n": 2}))),
+        Step::Send(reply(2, json!({"n": 2}))),
         Step::ReadLines(4),
         Step::Sleep(Duration::from_millis(300)),
-        Step::Send(reply("t3", json!({"n": 3}))),
+        Step::Send(reply(3, json!({"n": 3}))),
         Step::ReadLines(5),
     ]);
     let peer = FaultPeer::start(script);
-    let builder = with_prefix::<R>("t").timeout(Duration::from_millis(100));
+    let builder = with_negotiation_id::<R>("t").timeout(Duration::from_millis(100));
     let client = step(rt, "connect", builder.connect_unix(peer.path()))
         .await
         .unwrap();
@@ -675,14 +677,14 @@ pub async fn pipelined_commands_are_in_flight_together<R: TestRuntime>(rt: R) {
     let mut script = negotiated("p");
     script.push(Step::ReadLines(11));
     for k in (1..=10).rev() {
-        script.push(Step::Send(reply(&format!("p{k}"), json!({ "n": k }))));
+        script.push(Step::Send(reply(k, json!({ "n": k }))));
     }
     script.push(Step::ReadLines(12));
     let peer = FaultPeer::start(script);
     let client = step(
         rt,
         "connect",
-        with_prefix::<R>("p").connect_unix(peer.path()),
+        with_negotiation_id::<R>("p").connect_unix(peer.path()),
     )
     .await
     .unwrap();
@@ -846,14 +848,14 @@ pub async fn event_flood_never_stalls<R: TestRuntime>(rt: R) {
     script.extend([
         Step::ReadLines(2),
         Step::Send(flood),
-        Step::Send(reply("f1", json!({"ok": true}))),
+        Step::Send(reply(1, json!({"ok": true}))),
         Step::ReadLines(3),
     ]);
     let peer = FaultPeer::start(script);
     let client = step(
         rt,
         "connect",
-        with_prefix::<R>("f").connect_unix(peer.path()),
+        with_negotiation_id::<R>("f").connect_unix(peer.path()),
     )
     .await
     .unwrap();
@@ -887,16 +889,16 @@ pub async fn double_greeting_and_ungreeted_close<R: TestRuntime>(rt: R) {
         Step::Send(GREETING.to_vec()),
         Step::Send(GREETING.to_vec()),
         Step::ReadLines(1),
-        Step::Send(reply("g0", json!({}))),
+        Step::Send(reply("g", json!({}))),
         Step::ReadLines(2),
-        Step::Send(reply("g1", json!({"ok": true}))),
+        Step::Send(reply(1, json!({"ok": true}))),
         Step::ReadLines(3),
     ];
     let peer = FaultPeer::start(script);
     let client = step(
         rt,
         "connect",
-        with_prefix::<R>("g").connect_unix(peer.path()),
+        with_negotiation_id::<R>("g").connect_unix(peer.path()),
     )
     .await
     .unwrap();

@@ -17,6 +17,7 @@ use crate::Runtime;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::io::{AsyncRead, AsyncWrite};
+use qmp_proto::ReadBuffer;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -27,7 +28,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-const READ_BUFFER: usize = 64 * 1024;
 /// Commands are gathered into one write up to this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
 /// How many of the first bytes read are kept for [`crate::Client::debug_io`].
@@ -45,7 +45,8 @@ struct FdChunk {
 /// The transport and its buffers.
 pub(crate) struct Io {
     transport: Transport,
-    read_buf: Box<[u8]>,
+    /// 4 KiB while idle, up to 64 KiB while big messages arrive.
+    read_buf: ReadBuffer,
     read_done: bool,
     out: Vec<u8>,
     out_pos: usize,
@@ -64,7 +65,7 @@ impl Io {
     pub(crate) fn new(transport: Transport) -> Self {
         Io {
             transport,
-            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            read_buf: ReadBuffer::new(),
             read_done: false,
             out: Vec::new(),
             out_pos: 0,
@@ -124,7 +125,7 @@ fn read_side(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) -> boo
     if io.read_done {
         return false;
     }
-    match Pin::new(&mut io.transport.reader).poll_read(cx, &mut io.read_buf) {
+    match Pin::new(&mut io.transport.reader).poll_read(cx, io.read_buf.space()) {
         Poll::Pending => {
             io.reads_pending += 1;
             return false;
@@ -135,9 +136,10 @@ fn read_side(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) -> boo
             io.bytes_read += n as u64;
             if io.first_bytes.len() < DEBUG_KEPT {
                 let keep = n.min(DEBUG_KEPT - io.first_bytes.len());
-                io.first_bytes.extend_from_slice(&io.read_buf[..keep]);
+                io.first_bytes.extend_from_slice(io.read_buf.filled(keep));
             }
-            s.session.receive(&io.read_buf[..n]);
+            s.session.receive(io.read_buf.filled(n));
+            io.read_buf.after_read(n, s.session.buffered() > 0);
         }
         Poll::Ready(end) => {
             // EOF, or an error such as ECONNRESET: both end the stream (rule 13). The session

@@ -58,8 +58,9 @@ impl Peer {
         }
     }
 
+    /// A reply; `id` is a command number (`"1"`) or the negotiation id (`"t0"`).
     fn reply(&self, id: &str, value: Value) {
-        let mut v = serde_json::to_vec(&json!({"return": value, "id": id})).unwrap();
+        let mut v = serde_json::to_vec(&json!({"return": value, "id": wire(id)})).unwrap();
         v.extend_from_slice(b"\r\n");
         self.send(&v);
     }
@@ -179,7 +180,7 @@ fn connected() -> (Client<Manual>, BoxFuture<'static, ()>, Peer) {
         ..Wire::default()
     })));
     let config = Config {
-        id_prefix: Some("t".into()),
+        negotiation_id: Some("t0".into()),
         ..Config::default()
     };
     let transport = Transport::new(peer.clone(), peer.clone());
@@ -208,7 +209,12 @@ fn connected() -> (Client<Manual>, BoxFuture<'static, ()>, Peer) {
 }
 
 fn command(id: &str) -> String {
-    format!("{{\"execute\":\"query-version\",\"id\":\"{id}\"}}\n")
+    format!("{{\"execute\":\"query-version\",\"id\":{}}}\n", wire(id))
+}
+
+/// The wire id for `id`: commands' are numbers, `qmp_capabilities`' is a string.
+fn wire(id: &str) -> Value {
+    id.parse::<u64>().map_or_else(|_| id.into(), Value::from)
 }
 
 #[test]
@@ -221,8 +227,8 @@ fn a_call_dropped_before_its_first_poll_is_never_sent() {
     assert_eq!(client.waiting(), 0);
     let mut next = client.execute("query-version", ());
     assert!(poll(&mut next).is_pending());
-    assert_eq!(peer.received(), command("t2"), "t1 was never written");
-    peer.reply("t2", json!({"n": 2}));
+    assert_eq!(peer.received(), command("2"), "t1 was never written");
+    peer.reply("2", json!({"n": 2}));
     assert!(poll(&mut driver).is_pending());
     assert_eq!(
         poll(&mut next).map(Result::unwrap),
@@ -235,13 +241,13 @@ fn a_call_dropped_on_the_wire_has_its_late_reply_discarded() {
     let (client, mut driver, peer) = connected();
     let mut call = client.execute("query-version", ());
     assert!(poll(&mut call).is_pending());
-    assert_eq!(peer.received(), command("t1"));
+    assert_eq!(peer.received(), command("1"));
     drop(call);
     assert_eq!(client.waiting(), 0);
     let mut next = client.execute("query-version", ());
     assert!(poll(&mut next).is_pending());
-    peer.reply("t1", json!({"late": true}));
-    peer.reply("t2", json!({"n": 2}));
+    peer.reply("1", json!({"late": true}));
+    peer.reply("2", json!({"n": 2}));
     assert!(poll(&mut driver).is_pending());
     assert_eq!(
         poll(&mut next).map(Result::unwrap),
@@ -257,7 +263,7 @@ fn a_call_dropped_after_its_reply_arrived_leaves_nothing_behind() {
     let (client, mut driver, peer) = connected();
     let mut call = client.execute("query-version", ());
     assert!(poll(&mut call).is_pending());
-    peer.reply("t1", json!({}));
+    peer.reply("1", json!({}));
     assert!(poll(&mut driver).is_pending());
     assert_eq!(client.waiting(), 1, "the reply waits in its slot");
     drop(call);
@@ -277,16 +283,15 @@ fn a_command_cut_short_by_the_socket_is_finished_by_the_driver_after_the_call_is
     drop(call);
     peer.set_max_write(7);
     assert!(poll(&mut driver).is_pending());
-    let expected =
-        "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"n\"},\"id\":\"t1\"}\n";
+    let expected = "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"n\"},\"id\":1}\n";
     assert_eq!(peer.received(), expected, "written whole, in pieces");
     assert!(peer.write_calls() > 3);
     // The connection stays in sync: the dropped command's reply is discarded.
     peer.set_max_write(usize::MAX);
     let mut next = client.execute("query-version", ());
     assert!(poll(&mut next).is_pending());
-    peer.reply("t1", json!({}));
-    peer.reply("t2", json!({"n": 2}));
+    peer.reply("1", json!({}));
+    peer.reply("2", json!({"n": 2}));
     assert!(poll(&mut driver).is_pending());
     assert_eq!(
         poll(&mut next).map(Result::unwrap),
@@ -302,14 +307,14 @@ fn calls_made_together_are_written_in_one_write() {
         .collect();
     assert!(poll(&mut calls[0]).is_pending());
     assert_eq!(peer.write_calls(), 1, "one write for 100 commands");
-    let expected: String = (1..=100).map(|k| command(&format!("t{k}"))).collect();
+    let expected: String = (1..=100).map(|k| command(&k.to_string())).collect();
     assert_eq!(peer.received(), expected);
     for call in &mut calls[1..] {
         assert!(poll(call).is_pending());
     }
     assert_eq!(peer.write_calls(), 1, "nothing left to write");
     for k in (1..=100).rev() {
-        peer.reply(&format!("t{k}"), json!({ "k": k }));
+        peer.reply(&k.to_string(), json!({ "k": k }));
     }
     assert!(poll(&mut driver).is_pending());
     for (k, call) in (1..=100).zip(&mut calls) {
@@ -331,12 +336,12 @@ fn query_runs_query_what_and_run_is_typed() {
     assert!(poll(&mut typed).is_pending());
     assert_eq!(
         peer.received(),
-        "{\"execute\":\"query-status\",\"id\":\"t1\"}\n\
-         {\"execute\":\"query-status\",\"id\":\"t2\"}\n\
-         {\"execute\":\"query-status\",\"id\":\"t3\"}\n"
+        "{\"execute\":\"query-status\",\"id\":1}\n\
+         {\"execute\":\"query-status\",\"id\":2}\n\
+         {\"execute\":\"query-status\",\"id\":3}\n"
     );
     let value = json!({"status": "running", "running": true});
-    for id in ["t1", "t2", "t3"] {
+    for id in ["1", "2", "3"] {
         peer.reply(id, value.clone());
     }
     assert!(poll(&mut driver).is_pending());
@@ -368,7 +373,7 @@ fn a_call_past_its_deadline_times_out_and_its_late_reply_is_discarded() {
     let (client, mut driver, peer) = connected();
     let mut call = client.execute_timeout("query-version", (), Duration::ZERO);
     assert!(poll(&mut call).is_pending());
-    assert_eq!(peer.received(), command("t1"));
+    assert_eq!(peer.received(), command("1"));
     // The driver keeps the deadlines: at its next turn the call is timed out and abandoned.
     assert!(poll(&mut driver).is_pending());
     match poll(&mut call) {
@@ -384,8 +389,8 @@ fn a_call_past_its_deadline_times_out_and_its_late_reply_is_discarded() {
     assert_eq!((client.pending(), client.waiting()), (0, 0));
     let mut next = client.execute("query-version", ());
     assert!(poll(&mut next).is_pending());
-    peer.reply("t1", json!({"late": true}));
-    peer.reply("t2", json!({"n": 2}));
+    peer.reply("1", json!({"late": true}));
+    peer.reply("2", json!({"n": 2}));
     assert!(poll(&mut driver).is_pending());
     assert_eq!(
         poll(&mut next).map(Result::unwrap),
@@ -402,7 +407,7 @@ fn one_timer_serves_every_call_of_a_connection() {
         let mut call = client.execute("query-version", ());
         assert!(poll(&mut call).is_pending());
         assert!(poll(&mut driver).is_pending());
-        peer.reply(&format!("t{k}"), json!({ "k": k }));
+        peer.reply(&k.to_string(), json!({ "k": k }));
         assert!(poll(&mut driver).is_pending());
         assert_eq!(
             poll(&mut call).map(Result::unwrap),

@@ -1,18 +1,17 @@
 //! The reader thread: reads all the time, feeds the session, routes what it produced.
 
 use crate::shared::Shared;
+use qmp_proto::ReadBuffer;
 use std::io::{ErrorKind, Read};
 use std::sync::Arc;
-
-/// Bytes read per `read` call.
-const READ_BUFFER: usize = 64 << 10;
 
 /// Runs until the session closes. It never waits for a consumer (rule 10): replies wake their
 /// callers, events go to the bounded queue and to handlers on the pool.
 pub(crate) fn read_loop(shared: Arc<Shared>, mut reader: Box<dyn Read + Send>) {
-    let mut buf = vec![0u8; READ_BUFFER];
+    // 4 KiB while idle, up to 64 KiB while big messages arrive.
+    let mut buf = ReadBuffer::new();
     loop {
-        let read = reader.read(&mut buf);
+        let read = reader.read(buf.space());
         if matches!(&read, Ok(0)) || matches!(&read, Err(e) if e.kind() != ErrorKind::Interrupted) {
             // A QEMU we spawned closes its stdout as it exits: reap it before anyone learns
             // that the connection ended, so its exit status is there when they look.
@@ -25,7 +24,10 @@ pub(crate) fn read_loop(shared: Arc<Shared>, mut reader: Box<dyn Read + Send>) {
         }
         match read {
             Ok(0) => inner.session.receive_eof(),
-            Ok(n) => inner.session.receive(&buf[..n]),
+            Ok(n) => {
+                inner.session.receive(buf.filled(n));
+                buf.after_read(n, inner.session.buffered() > 0);
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             // ECONNRESET and the like: the session decides what it means (after `quit`: clean).
             Err(e) => inner.session.read_failed(&e),

@@ -15,7 +15,7 @@ fn builder() -> qmp_blocking::AgentBuilder {
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(20))
         .config(Config {
-            id_prefix: Some("t".into()),
+            negotiation_id: Some("t".into()),
             ..Config::agent()
         })
 }

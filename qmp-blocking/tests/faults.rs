@@ -12,7 +12,7 @@ const T: Duration = Duration::from_secs(10);
 
 fn config() -> Config {
     Config {
-        id_prefix: Some("t".into()),
+        negotiation_id: Some("t0".into()),
         ..Config::default()
     }
 }
@@ -55,7 +55,7 @@ fn truncated_message_then_eof_is_disconnected_with_the_detail() {
     assert!(c.execute("query-status", ()).unwrap_err().is_disconnected());
     assert_eq!(
         p.join(),
-        b"{\"execute\":\"qmp_capabilities\",\"id\":\"t0\"}\n{\"execute\":\"query-status\",\"id\":\"t1\"}\n"
+        b"{\"execute\":\"qmp_capabilities\",\"id\":\"t0\"}\n{\"execute\":\"query-status\",\"id\":1}\n"
     );
 }
 
@@ -63,12 +63,12 @@ fn truncated_message_then_eof_is_disconnected_with_the_detail() {
 fn an_oversize_reply_fails_its_command_only() {
     let mut big = b"{\"return\": {\"x\": \"".to_vec();
     big.extend(std::iter::repeat_n(b'a', 10_000));
-    big.extend(b"\"}, \"id\": \"t1\"}\r\n");
+    big.extend(b"\"}, \"id\": 1}\r\n");
     let p = peer(vec![
         Step::ReadLines(2),
         Step::Send(big),
         Step::ReadLines(3),
-        Step::Send(b"{\"return\": {\"ok\": true}, \"id\": \"t2\"}\r\n".to_vec()),
+        Step::Send(b"{\"return\": {\"ok\": true}, \"id\": 2}\r\n".to_vec()),
         Step::ReadLines(4),
     ]);
     let mut cfg = config();
@@ -93,11 +93,11 @@ fn an_oversize_reply_fails_its_command_only() {
 fn garbage_is_skipped_and_reported_and_a_non_json_reply_fails_its_command() {
     let p = peer(vec![
         Step::ReadLines(2),
-        Step::Send(b"garbage!! ]]\r\n{\"return\": {}, \"id\": \"t1\"}\r\n".to_vec()),
+        Step::Send(b"garbage!! ]]\r\n{\"return\": {}, \"id\": 1}\r\n".to_vec()),
         Step::ReadLines(3),
-        Step::Send(b"{\"return\": {\"x\": inf}, \"id\": \"t2\"}\r\n".to_vec()),
+        Step::Send(b"{\"return\": {\"x\": inf}, \"id\": 2}\r\n".to_vec()),
         Step::ReadLines(4),
-        Step::Send(b"{\"return\": 7, \"id\": \"t3\"}\r\n".to_vec()),
+        Step::Send(b"{\"return\": 7, \"id\": 3}\r\n".to_vec()),
         Step::ReadLines(5),
     ]);
     let c = connect(&p, config());
@@ -219,7 +219,7 @@ fn ten_thousand_unread_events_are_bounded_and_the_reply_still_arrives() {
                 .bytes(),
         );
     }
-    flood.extend(b"{\"return\": {}, \"id\": \"t1\"}\r\n");
+    flood.extend(b"{\"return\": {}, \"id\": 1}\r\n");
     let p = peer(vec![
         Step::ReadLines(2),
         Step::Send(flood),
@@ -248,7 +248,7 @@ fn id_less_errors_and_stale_replies_leave_commands_pending() {
                 .to_vec(),
         ),
         Step::Send(b"{\"return\": {}, \"id\": \"old-conn-1\"}\r\n".to_vec()),
-        Step::Send(b"{\"return\": {\"mine\": 1}, \"id\": \"t1\"}\r\n".to_vec()),
+        Step::Send(b"{\"return\": {\"mine\": 1}, \"id\": 1}\r\n".to_vec()),
         Step::ReadLines(3),
     ]);
     let c = connect(&p, config());
@@ -265,7 +265,7 @@ fn a_slow_handler_has_a_bounded_backlog() {
     for n in 0..100 {
         flood.extend(format!("{{\"event\": \"E\", \"data\": {{\"n\": {n}}}}}\r\n").bytes());
     }
-    flood.extend(b"{\"return\": {}, \"id\": \"t1\"}\r\n");
+    flood.extend(b"{\"return\": {}, \"id\": 1}\r\n");
     let p = peer(vec![
         Step::ReadLines(2),
         Step::Send(flood),
@@ -309,7 +309,7 @@ fn a_second_greeting_is_ignored() {
         Step::ReadLines(1),
         Step::Send(b"{\"return\": {}, \"id\": \"t0\"}\r\n".to_vec()),
         Step::ReadLines(2),
-        Step::Send(b"{\"return\": {\"ok\": true}, \"id\": \"t1\"}\r\n".to_vec()),
+        Step::Send(b"{\"return\": {\"ok\": true}, \"id\": 1}\r\n".to_vec()),
         Step::ReadLines(3),
     ]);
     let c = connect(&p, config());

@@ -555,15 +555,15 @@ pub(crate) fn agent_commands(guest_info: &Value) -> Value {
 pub(crate) mod tests {
     use super::*;
 
-    /// The `query-qmp-schema` reply captured from qemu-storage-daemon 10.0.2 (id `cap4` in
+    /// The `query-qmp-schema` reply captured from qemu-storage-daemon 10.0.2 (id `4` in
     /// qmp-proto/tests/captures/qsd-compact.client.jsonl).
     pub(crate) fn qsd_schema() -> Schema {
         let bytes = include_bytes!("../../qmp-proto/tests/captures/qsd-compact.server.bin");
         let text = std::str::from_utf8(bytes).unwrap();
         let line = text
             .split("\r\n")
-            .find(|l| l.ends_with("\"id\": \"cap4\"}"))
-            .expect("the capture holds the cap4 reply");
+            .find(|l| l.ends_with("\"id\": 4}"))
+            .expect("the capture holds the reply with id 4");
         let msg: Value = serde_json::from_str(line).unwrap();
         Schema::from_value(&msg["return"]).unwrap()
     }

@@ -82,11 +82,12 @@ pub struct Config {
     /// further commands wait in the session. Without `oob`, QEMU reads commands one after another and
     /// there is no limit. Default: 8.
     pub max_inband_in_flight: usize,
-    /// Prefix of the command ids this session sends. `None` (the default) draws a random 4-letter
-    /// prefix per session, so that stale replies to an earlier connection's commands are not mistaken
-    /// for replies to this one's. Set it for deterministic tests. Characters other than ASCII letters,
-    /// digits, `-`, `_` and `.` are replaced by `_`.
-    pub id_prefix: Option<String>,
+    /// The id sent with `qmp_capabilities`. `None` (the default) draws 12 random letters per
+    /// session: every reply that arrives before the reply with this id is a stale reply to an
+    /// earlier connection's command and is dropped (docs/PROTOCOL.md, rule 5). Commands are sent
+    /// with plain integer ids, 1, 2, 3, … Set it for deterministic tests. Characters other than
+    /// ASCII letters, digits, `-`, `_` and `.` are replaced by `_`.
+    pub negotiation_id: Option<String>,
     /// QMP monitor or guest agent. Default: [`Protocol::Qmp`].
     pub protocol: Protocol,
 }
@@ -114,7 +115,7 @@ impl Default for Config {
             limits: Limits::default(),
             request_oob: false,
             max_inband_in_flight: 8,
-            id_prefix: None,
+            negotiation_id: None,
             protocol: Protocol::Qmp,
         }
     }

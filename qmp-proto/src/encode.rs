@@ -77,8 +77,17 @@ pub(crate) struct CommandText<'a, A: ?Sized> {
     pub(crate) name: &'a str,
     pub(crate) arguments: &'a A,
     pub(crate) oob: bool,
-    pub(crate) id_prefix: &'a str,
-    pub(crate) id_number: u64,
+    pub(crate) id: WireId<'a>,
+}
+
+/// A command's id as written: a string for `qmp_capabilities`, a bare integer for the rest
+/// (docs/PROTOCOL.md, rule 5).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WireId<'a> {
+    /// `"id":"<text>"`; the text holds only characters that need no escaping.
+    Text(&'a str),
+    /// `"id":<n>`.
+    Number(u64),
 }
 
 /// Appends the command to `buf`, or leaves `buf` as it was and returns why not.
@@ -119,10 +128,18 @@ fn write_command<A: Serialize + ?Sized>(
         _ => return Err(EncodeError::ArgumentsNotObject),
     }
     check_text(&buf[start..], max_depth)?;
-    buf.put_slice(b",\"id\":\"");
-    buf.put_slice(cmd.id_prefix.as_bytes());
-    buf.put_slice(itoa(cmd.id_number, &mut [0u8; 20]));
-    buf.put_slice(b"\"}\n");
+    match cmd.id {
+        WireId::Text(text) => {
+            buf.put_slice(b",\"id\":\"");
+            buf.put_slice(text.as_bytes());
+            buf.put_slice(b"\"}\n");
+        }
+        WireId::Number(n) => {
+            buf.put_slice(b",\"id\":");
+            buf.put_slice(itoa(n, &mut [0u8; 20]));
+            buf.put_slice(b"}\n");
+        }
+    }
     let len = buf.len() - start;
     if len > max_len {
         return Err(EncodeError::TooLarge {
@@ -207,8 +224,7 @@ mod tests {
             name,
             arguments: args,
             oob,
-            id_prefix: "ab",
-            id_number: 17,
+            id: WireId::Number(17),
         };
         let r = encode_command(&mut buf, &cmd, 1 << 20, 1024);
         let text = String::from_utf8(buf.to_vec()).unwrap();
@@ -225,19 +241,19 @@ mod tests {
     fn compact_one_line_and_no_empty_arguments() {
         assert_eq!(
             enc("query-version", &(), false).unwrap(),
-            "{\"execute\":\"query-version\",\"id\":\"ab17\"}\n"
+            "{\"execute\":\"query-version\",\"id\":17}\n"
         );
         assert_eq!(
             enc("stop", &json!({}), false).unwrap(),
-            "{\"execute\":\"stop\",\"id\":\"ab17\"}\n"
+            "{\"execute\":\"stop\",\"id\":17}\n"
         );
         assert_eq!(
             enc("stop", &None::<()>, false).unwrap(),
-            "{\"execute\":\"stop\",\"id\":\"ab17\"}\n"
+            "{\"execute\":\"stop\",\"id\":17}\n"
         );
         assert_eq!(
             enc("yank", &json!({"instances": []}), true).unwrap(),
-            "{\"exec-oob\":\"yank\",\"arguments\":{\"instances\":[]},\"id\":\"ab17\"}\n"
+            "{\"exec-oob\":\"yank\",\"arguments\":{\"instances\":[]},\"id\":17}\n"
         );
     }
 
@@ -301,8 +317,7 @@ mod tests {
             name: "x",
             arguments: &args,
             oob: false,
-            id_prefix: "p",
-            id_number: 0,
+            id: WireId::Text("p0"),
         };
         assert!(matches!(
             encode_command(&mut buf, &cmd, 64, 1024),

@@ -53,6 +53,7 @@ pub mod framing;
 pub mod guest_exec;
 mod json;
 pub mod message;
+mod read_buffer;
 mod recover;
 mod scan;
 pub mod session;
@@ -67,6 +68,7 @@ pub use json::JsonError;
 pub use message::{
     ErrorClass, Event, Greeting, QmpError, Reply, ServerMessage, Timestamp, Version,
 };
+pub use read_buffer::ReadBuffer;
 pub use session::{
     CloseReason, CommandError, CommandId, Disconnect, ExecuteOptions, Handshake, IoFailure, Output,
     Session, State, Stats, SubmitError, Transmit, Warning, AGENT_NO_REPLY_COMMANDS,

@@ -73,7 +73,7 @@
 //!   neither comes (a guest that powered off before its agent read the probe, behind a
 //!   virtio-serial port that stays open) the command ends by the caller's timeout.
 
-use crate::encode::{encode_command, CommandText, EncodeError};
+use crate::encode::{encode_command, CommandText, EncodeError, WireId};
 use crate::{
     Command, Config, DecodeError, Decoder, Event, Greeting, QmpError, Reply, ServerMessage,
 };
@@ -96,7 +96,9 @@ pub const MAX_FDS_PER_COMMAND: usize = 16;
 pub struct CommandId(u64);
 
 impl CommandId {
-    /// The counter part of the id (the wire id is the session's prefix followed by this number).
+    /// The command's number, which is also its id on the wire (`"id":1`, docs/PROTOCOL.md rule 5).
+    /// Commands are numbered from 1 in the order they were submitted; `qmp_capabilities`, sent by
+    /// the session itself with a random string id, is number 0.
     pub fn number(self) -> u64 {
         self.0
     }
@@ -430,8 +432,11 @@ pub struct ExecuteOptions {
 pub struct Stats {
     /// QMP events decoded.
     pub events: u64,
-    /// Replies matching no outstanding command.
+    /// Replies matching no outstanding command (stale ones included).
     pub unmatched_replies: u64,
+    /// Of those, replies that arrived before the reply to `qmp_capabilities` without its id: stale
+    /// replies to an earlier connection's commands (docs/PROTOCOL.md, rule 5).
+    pub stale_replies: u64,
     /// Late replies to abandoned commands, discarded.
     pub discarded_replies: u64,
     /// Error replies without id.
@@ -456,6 +461,15 @@ enum Phase {
     Abandoned,
 }
 
+/// Whose reply a wire id names; see [`Session::owner`].
+enum Owner {
+    Negotiation,
+    Command(u64),
+    /// Before negotiation completed: a reply to an earlier connection's command.
+    Stale,
+    Nobody,
+}
+
 #[derive(Debug)]
 struct Entry {
     oob: bool,
@@ -472,16 +486,16 @@ struct Entry {
 ///
 /// ```
 /// use qmp_proto::{Config, Output, Session};
-/// let mut session = Session::new(Config { id_prefix: Some("t".into()), ..Config::default() });
+/// let mut session = Session::new(Config { negotiation_id: Some("t".into()), ..Config::default() });
 /// let id = session.execute("query-status", &()).unwrap(); // queued until negotiated
 /// session.receive(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \
 ///     \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n");
 /// let negotiate = session.poll_transmit().unwrap();
-/// assert_eq!(&negotiate.bytes[..], b"{\"execute\":\"qmp_capabilities\",\"id\":\"t1\"}\n");
-/// session.receive(b"{\"return\": {}, \"id\": \"t1\"}\r\n");
+/// assert_eq!(&negotiate.bytes[..], b"{\"execute\":\"qmp_capabilities\",\"id\":\"t\"}\n");
+/// session.receive(b"{\"return\": {}, \"id\": \"t\"}\r\n");
 /// let cmd = session.poll_transmit().unwrap();
-/// assert_eq!(&cmd.bytes[..], b"{\"execute\":\"query-status\",\"id\":\"t0\"}\n");
-/// session.receive(b"{\"return\": {\"status\": \"running\", \"running\": true}, \"id\": \"t0\"}\r\n");
+/// assert_eq!(&cmd.bytes[..], b"{\"execute\":\"query-status\",\"id\":1}\n");
+/// session.receive(b"{\"return\": {\"status\": \"running\", \"running\": true}, \"id\": 1}\r\n");
 /// assert!(matches!(session.poll_output(), Some(Output::Greeting(_))));
 /// assert!(matches!(session.poll_output(), Some(Output::Ready)));
 /// match session.poll_output() {
@@ -501,14 +515,15 @@ pub struct Session {
     outputs: VecDeque<Output>,
     greeting: Option<Greeting>,
     oob_enabled: bool,
-    prefix: String,
+    /// The id `qmp_capabilities` is sent with.
+    negotiation_id: String,
     next_id: u64,
     encode_buf: BytesMut,
     entries: HashMap<u64, Entry>,
     abandoned: usize,
     inband_queue: VecDeque<u64>,
     oob_queue: VecDeque<u64>,
-    /// The `qmp_capabilities` command: its id, and its bytes until transmitted.
+    /// The `qmp_capabilities` command: its number (0), and its bytes until transmitted.
     negotiation: Option<(u64, Option<Bytes>)>,
     inband_in_flight: usize,
     fd_command_in_flight: bool,
@@ -524,11 +539,15 @@ pub struct Session {
     agent: Option<agent::AgentState>,
 }
 
-fn random_prefix() -> String {
+/// Length of the random `qmp_capabilities` id: 12 letters, 56 bits. It is sent once per
+/// connection, so its length costs nothing per command.
+const NEGOTIATION_ID_LEN: usize = 12;
+
+fn random_negotiation_id() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u8(0);
     let mut n = h.finish();
-    (0..4)
+    (0..NEGOTIATION_ID_LEN)
         .map(|_| {
             let c = (b'a' + (n % 26) as u8) as char;
             n /= 26;
@@ -537,7 +556,7 @@ fn random_prefix() -> String {
         .collect()
 }
 
-fn sanitize_prefix(p: &str) -> String {
+fn sanitize_id(p: &str) -> String {
     p.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
@@ -552,9 +571,9 @@ fn sanitize_prefix(p: &str) -> String {
 impl Session {
     /// A session for a connection that has just been made (state [`State::AwaitingGreeting`]).
     pub fn new(config: Config) -> Self {
-        let prefix = match &config.id_prefix {
-            Some(p) => sanitize_prefix(p),
-            None => random_prefix(),
+        let negotiation_id = match &config.negotiation_id {
+            Some(p) => sanitize_id(p),
+            None => random_negotiation_id(),
         };
         let agent = (config.protocol == crate::Protocol::Agent).then(agent::AgentState::new);
         let mut session = Session {
@@ -565,8 +584,8 @@ impl Session {
             outputs: VecDeque::new(),
             greeting: None,
             oob_enabled: false,
-            prefix,
-            next_id: 0,
+            negotiation_id,
+            next_id: 1,
             encode_buf: BytesMut::new(),
             entries: HashMap::new(),
             abandoned: 0,
@@ -603,9 +622,11 @@ impl Session {
         self.oob_enabled
     }
 
-    /// The prefix of this session's command ids on the wire.
-    pub fn id_prefix(&self) -> &str {
-        &self.prefix
+    /// The id this session sends with `qmp_capabilities` (commands are sent with their
+    /// [number](CommandId::number) as id). Every reply that arrives before the reply with this id is
+    /// a stale reply to an earlier connection's command and is dropped (docs/PROTOCOL.md, rule 5).
+    pub fn negotiation_id(&self) -> &str {
+        &self.negotiation_id
     }
 
     /// Why the session closed, once it has ([`State::Closed`]).
@@ -715,8 +736,7 @@ impl Session {
             name,
             arguments,
             oob,
-            id_prefix: &self.prefix,
-            id_number: number,
+            id: WireId::Number(number),
         };
         let limits = &self.config.limits;
         encode_command(
@@ -923,8 +943,7 @@ impl Session {
             return;
         }
         let enable_oob = self.config.request_oob && greeting.has_capability("oob");
-        let number = self.next_id;
-        self.next_id += 1;
+        let number = 0;
         let enable = crate::command::QmpCapabilities {
             enable: if enable_oob {
                 vec!["oob".to_string()]
@@ -936,8 +955,7 @@ impl Session {
             name: "qmp_capabilities",
             arguments: &enable,
             oob: false,
-            id_prefix: &self.prefix,
-            id_number: number,
+            id: WireId::Text(&self.negotiation_id),
         };
         // A fixed, small command: the caller's command limits do not apply to it.
         let bytes = encode_command(&mut self.encode_buf, &text, usize::MAX, usize::MAX)
@@ -949,16 +967,25 @@ impl Session {
         self.outputs.push_back(Output::Greeting(greeting));
     }
 
-    /// Our command number for a wire id, if the id has our form.
-    fn our_number(&self, id: &Value) -> Option<u64> {
-        let digits = id.as_str()?.strip_prefix(self.prefix.as_str())?;
-        let canonical = !digits.is_empty()
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !(digits.len() > 1 && digits.starts_with('0'));
-        if canonical {
-            digits.parse().ok()
-        } else {
-            None
+    /// Whose reply a wire id names (rule 5). Before negotiation completes only `qmp_capabilities`
+    /// is in flight, and QEMU answers a closed connection's running command before it even
+    /// dispatches our `qmp_capabilities`: every other id then is stale. After it, our commands'
+    /// ids are their numbers.
+    fn owner(&self, id: &Value) -> Owner {
+        match self.state {
+            State::Ready => match id.as_u64() {
+                Some(n) if n > 0 => Owner::Command(n),
+                _ => Owner::Nobody,
+            },
+            State::Negotiating
+                if matches!(self.negotiation, Some((_, None)))
+                    && id.as_str() == Some(self.negotiation_id.as_str()) =>
+            {
+                Owner::Negotiation
+            }
+            State::AwaitingGreeting | State::Negotiating => Owner::Stale,
+            // Guest agent: everything received while syncing is dropped before it gets here.
+            State::Syncing | State::Closed => Owner::Nobody,
         }
     }
 
@@ -973,17 +1000,21 @@ impl Session {
             }
             return;
         };
-        match self.our_number(&id) {
-            Some(n) if self.is_negotiation(n) => match reply.result {
+        match self.owner(&id) {
+            Owner::Negotiation => match reply.result {
                 Ok(_) => self.on_negotiated(),
                 Err(e) => self.close_with(CloseReason::NegotiationRefused(e)),
             },
-            Some(n) => {
+            Owner::Command(n) => {
                 if !self.complete(n, reply.result.map_err(CommandError::Qmp)) {
                     self.unmatched(Some(id));
                 }
             }
-            None => self.unmatched(Some(id)),
+            Owner::Stale => {
+                self.stats.stale_replies += 1;
+                self.unmatched(Some(id));
+            }
+            Owner::Nobody => self.unmatched(Some(id)),
         }
     }
 
@@ -1002,23 +1033,19 @@ impl Session {
                 self.truncated = Some(*len);
                 None
             }
-            e => e.id().and_then(|id| self.our_number(id)),
+            e => e.id().map(|id| self.owner(id)),
         };
         match owner {
-            Some(n) if self.is_negotiation(n) => {
+            Some(Owner::Negotiation) => {
                 self.close_with(CloseReason::NegotiationUndecodable(error));
             }
             // Only a command in flight can own a reply; one still queued was never sent.
-            Some(n) if self.is_in_flight(n) => {
+            Some(Owner::Command(n)) if self.is_in_flight(n) => {
                 self.complete(n, Err(CommandError::Undecodable(error)));
             }
             _ if reported => {}
             _ => self.warn(Warning::Decode(error)),
         }
-    }
-
-    fn is_negotiation(&self, n: u64) -> bool {
-        self.state == State::Negotiating && matches!(self.negotiation, Some((id, None)) if id == n)
     }
 
     fn on_negotiated(&mut self) {
@@ -1085,8 +1112,12 @@ impl Session {
     fn warn(&mut self, warning: Warning) {
         // What went wrong before the handshake completed says why a connect failed (a message
         // cut off by the end is in the close reason already).
-        let truncated = matches!(warning, Warning::Decode(DecodeError::Truncated { .. }));
-        if self.state != State::Ready && !truncated {
+        // Stale replies before negotiation are expected (rule 5), not a problem.
+        let expected = matches!(
+            warning,
+            Warning::Decode(DecodeError::Truncated { .. }) | Warning::UnmatchedReply { .. }
+        );
+        if self.state != State::Ready && !expected {
             self.handshake_problem = Some(Box::new(warning.clone()));
         }
         self.outputs.push_back(Output::Warning(warning));

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 fn agent() -> Session {
     Session::new(Config {
-        id_prefix: Some("t".into()),
+        negotiation_id: Some("t".into()),
         ..Config::agent()
     })
 }
@@ -90,11 +90,8 @@ fn commands_wait_for_the_sync_reply() {
     s.receive(&sync_answer(n));
     assert_eq!(s.state(), State::Ready);
     assert_eq!(outputs(&mut s), vec![Output::Ready]);
-    assert_eq!(
-        sent(&mut s),
-        b"{\"execute\":\"guest-ping\",\"id\":\"t1\"}\n"
-    );
-    s.receive(b"{\"return\": {}, \"id\": \"t1\"}\n");
+    assert_eq!(sent(&mut s), b"{\"execute\":\"guest-ping\",\"id\":1}\n");
+    s.receive(b"{\"return\": {}, \"id\": 1}\n");
     assert_eq!(reply(&mut s), (id, Ok(json!({}))));
     let st = s.stats();
     assert_eq!((st.stale, st.resets, st.resyncs), (1, 1, 0), "{st:?}");
@@ -110,7 +107,7 @@ fn everything_before_the_sync_reply_is_stale_and_silent() {
     let id = s.execute("guest-ping", &()).unwrap();
     let n = sync_id(&sent(&mut s), true);
     let mut input = Vec::new();
-    input.extend_from_slice(b"{\"return\": {}, \"id\": \"t1\"}\n"); // an earlier client's reply
+    input.extend_from_slice(b"{\"return\": {}, \"id\": 1}\n"); // an earlier client's reply
     input.extend_from_slice(b"{\"return\": 12345}\n"); // a reply to an old sync
     input.extend_from_slice(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"x\"}}\n");
     input.extend_from_slice(b"garbage\n");
@@ -127,11 +124,8 @@ fn everything_before_the_sync_reply_is_stale_and_silent() {
     );
     assert_eq!(s.outstanding(), 1);
     // The stale `t1` reply did not answer the command, which goes out now.
-    assert_eq!(
-        sent(&mut s),
-        b"{\"execute\":\"guest-ping\",\"id\":\"t1\"}\n"
-    );
-    s.receive(b"{\"return\": {}, \"id\": \"t1\"}\n");
+    assert_eq!(sent(&mut s), b"{\"execute\":\"guest-ping\",\"id\":1}\n");
+    s.receive(b"{\"return\": {}, \"id\": 1}\n");
     assert_eq!(reply(&mut s), (id, Ok(json!({}))));
     let st = s.stats();
     // 5 messages, then the half message, which swallows the stray error (written on the same
@@ -147,7 +141,7 @@ fn the_reset_byte_drops_a_half_message_whatever_its_state() {
         &b"{\"return\": {\"a\": [\"unterminated"[..],
         b"{\"return\": {\"a\": \"\\",
         b"{",
-        b"{\"id\": \"t1\", \"return\": {\"buf-b64\": \"AAAA",
+        b"{\"id\": 1, \"return\": {\"buf-b64\": \"AAAA",
     ] {
         let mut s = agent();
         let n = sync_id(&sent(&mut s), true);
@@ -164,12 +158,12 @@ fn a_reset_after_the_sync_fails_the_command_whose_reply_it_cut() {
     let mut s = ready();
     let id = s.execute("guest-info", &()).unwrap();
     sent(&mut s);
-    s.receive(b"{\"id\": \"t1\", \"return\": {\"version\": \"10.0.2\", \"supp");
+    s.receive(b"{\"id\": 1, \"return\": {\"version\": \"10.0.2\", \"supp");
     s.receive(&[0xFF]);
     match reply(&mut s) {
         (got, Err(CommandError::Undecodable(DecodeError::Unterminated { id: Some(i), .. }))) => {
             assert_eq!(got, id);
-            assert_eq!(i, "t1");
+            assert_eq!(i, 1);
         }
         other => panic!("{other:?}"),
     }
@@ -202,13 +196,10 @@ fn one_command_at_a_time() {
         s.poll_transmit().is_none(),
         "the second waits for the first"
     );
-    s.receive(b"{\"return\": {}, \"id\": \"t1\"}\n");
+    s.receive(b"{\"return\": {}, \"id\": 1}\n");
     assert_eq!(reply(&mut s).0, a);
-    assert_eq!(
-        sent(&mut s),
-        b"{\"execute\":\"guest-get-time\",\"id\":\"t2\"}\n"
-    );
-    s.receive(b"{\"return\": 17, \"id\": \"t2\"}\n");
+    assert_eq!(sent(&mut s), b"{\"execute\":\"guest-get-time\",\"id\":2}\n");
+    s.receive(b"{\"return\": 17, \"id\": 2}\n");
     assert_eq!(reply(&mut s), (b, Ok(json!(17))));
 }
 
@@ -217,12 +208,10 @@ fn unmatched_replies_are_counted_not_warned() {
     let mut s = ready();
     let a = s.execute("guest-ping", &()).unwrap();
     sent(&mut s);
-    s.receive(
-        b"{\"return\": {}, \"id\": \"t9\"}\n{\"return\": {}, \"id\": \"zz1\"}\n{\"return\": 5}\n",
-    );
+    s.receive(b"{\"return\": {}, \"id\": 9}\n{\"return\": {}, \"id\": \"zz1\"}\n{\"return\": 5}\n");
     assert!(outputs(&mut s).is_empty());
     assert_eq!(s.stats().unmatched_replies, 3);
-    s.receive(b"{\"return\": {}, \"id\": \"t1\"}\n");
+    s.receive(b"{\"return\": {}, \"id\": 1}\n");
     assert_eq!(reply(&mut s), (a, Ok(json!({}))));
 }
 
@@ -240,18 +229,15 @@ fn a_timeout_resyncs_and_the_late_reply_is_dropped() {
         "the next command waits for the new sync"
     );
     // The late reply, then the answer to the new sync.
-    let mut input = b"{\"return\": {\"exited\": true}, \"id\": \"t1\"}\n".to_vec();
+    let mut input = b"{\"return\": {\"exited\": true}, \"id\": 1}\n".to_vec();
     input.extend_from_slice(&sync_answer(n));
     s.receive(&input);
     assert!(
         outputs(&mut s).is_empty(),
         "no second Ready, no reply for the abandoned"
     );
-    assert_eq!(
-        sent(&mut s),
-        b"{\"execute\":\"guest-ping\",\"id\":\"t2\"}\n"
-    );
-    s.receive(b"{\"return\": {}, \"id\": \"t2\"}\n");
+    assert_eq!(sent(&mut s), b"{\"execute\":\"guest-ping\",\"id\":2}\n");
+    s.receive(b"{\"return\": {}, \"id\": 2}\n");
     assert_eq!(reply(&mut s), (next, Ok(json!({}))));
     let st = s.stats();
     // The first sync's stray error, then the late reply and the second stray error.
@@ -269,9 +255,9 @@ fn a_late_reply_after_the_new_sync_matches_nothing() {
     let next = s.execute("guest-ping", &()).unwrap();
     sent(&mut s);
     // An agent that restarted may answer out of order: the old id is not the new command's.
-    s.receive(b"{\"return\": {}, \"id\": \"t1\"}\n");
+    s.receive(b"{\"return\": {}, \"id\": 1}\n");
     assert!(outputs(&mut s).is_empty());
-    s.receive(b"{\"return\": {}, \"id\": \"t3\"}\n");
+    s.receive(b"{\"return\": {}, \"id\": 2}\n");
     assert_eq!(reply(&mut s), (next, Ok(json!({}))));
 }
 
@@ -298,7 +284,7 @@ fn no_reply_commands_complete_by_the_probe() {
     let after = s.execute("guest-ping", &()).unwrap();
     assert_eq!(
         sent(&mut s),
-        b"{\"execute\":\"guest-suspend-ram\",\"id\":\"t1\"}\n"
+        b"{\"execute\":\"guest-suspend-ram\",\"id\":1}\n"
     );
     let probe = sync_id(&sent(&mut s), false);
     assert!(s.poll_transmit().is_none());
@@ -306,11 +292,8 @@ fn no_reply_commands_complete_by_the_probe() {
     input.extend_from_slice(format!("{{\"return\": {probe}}}\n").as_bytes());
     s.receive(&input);
     assert_eq!(reply(&mut s), (id, Ok(json!({}))));
-    assert_eq!(
-        sent(&mut s),
-        b"{\"execute\":\"guest-ping\",\"id\":\"t2\"}\n"
-    );
-    s.receive(b"{\"return\": {}, \"id\": \"t2\"}\n");
+    assert_eq!(sent(&mut s), b"{\"execute\":\"guest-ping\",\"id\":2}\n");
+    s.receive(b"{\"return\": {}, \"id\": 2}\n");
     assert_eq!(reply(&mut s).0, after);
 }
 
@@ -321,9 +304,7 @@ fn no_reply_commands_fail_by_an_error_with_their_id() {
     let after = s.execute("guest-ping", &()).unwrap();
     sent(&mut s);
     let probe = sync_id(&sent(&mut s), false);
-    s.receive(
-        b"{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"blocked\"}, \"id\": \"t1\"}\n",
-    );
+    s.receive(b"{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"blocked\"}, \"id\": 1}\n");
     match reply(&mut s) {
         (got, Err(CommandError::Qmp(e))) => {
             assert_eq!(got, id);
@@ -339,11 +320,8 @@ fn no_reply_commands_fail_by_an_error_with_their_id() {
     input.extend_from_slice(format!("{{\"return\": {probe}}}\n").as_bytes());
     s.receive(&input);
     assert!(outputs(&mut s).is_empty());
-    assert_eq!(
-        sent(&mut s),
-        b"{\"execute\":\"guest-ping\",\"id\":\"t2\"}\n"
-    );
-    s.receive(b"{\"return\": {}, \"id\": \"t2\"}\n");
+    assert_eq!(sent(&mut s), b"{\"execute\":\"guest-ping\",\"id\":2}\n");
+    s.receive(b"{\"return\": {}, \"id\": 2}\n");
     assert_eq!(reply(&mut s).0, after);
 }
 
@@ -411,7 +389,7 @@ fn the_agents_largest_reply_fits_the_default_limit() {
     sent(&mut s);
     let mut r = b"{\"return\": {\"count\": 50331648, \"buf-b64\": \"".to_vec();
     r.resize(r.len() + (64 << 20), b'A');
-    r.extend_from_slice(b"\", \"eof\": false}, \"id\": \"t1\"}\n");
+    r.extend_from_slice(b"\", \"eof\": false}, \"id\": 1}\n");
     s.receive(&r);
     match reply(&mut s) {
         (got, Ok(v)) => {
@@ -443,8 +421,8 @@ fn a_greeting_after_the_sync_is_only_a_warning() {
 fn scripted(n: u64, stale: &[u8]) -> Vec<u8> {
     let mut v = stale.to_vec();
     v.extend_from_slice(&sync_answer(n));
-    v.extend_from_slice(b"{\"return\": {}, \"id\": \"t1\"}\n");
-    v.extend_from_slice(b"{\"return\": {\"x\": \"\xc3\xa9\"}, \"id\": \"t2\"}\n");
+    v.extend_from_slice(b"{\"return\": {}, \"id\": 1}\n");
+    v.extend_from_slice(b"{\"return\": {\"x\": \"\xc3\xa9\"}, \"id\": 2}\n");
     v
 }
 
@@ -479,7 +457,7 @@ proptest! {
     fn chunking_does_not_matter(
         stale in proptest::collection::vec(
             prop_oneof![
-                Just(b"{\"return\": {}, \"id\": \"t1\"}\n".to_vec()),
+                Just(b"{\"return\": {}, \"id\": 1}\n".to_vec()),
                 Just(b"{\"return\": {\"ha".to_vec()),
                 Just(vec![0xFFu8]),
                 Just(b"}\n".to_vec()),

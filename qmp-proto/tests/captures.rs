@@ -3,7 +3,7 @@
 //! The decoder must read every capture the same whole or in pieces of every size from 1 to 16
 //! bytes, 64 and 4096. The session replays each capture as the capturing client did: same
 //! commands, same order, one at a time, and must write exactly the bytes that client wrote (ids
-//! `cap0`, `cap1`, ...) and match every reply; replayed again with a message that never closes
+//! `cap`, then `1`, `2`, ...) and match every reply; replayed again with a message that never closes
 //! injected before every reply, it must still match every reply. As an independent check, each
 //! message is also cut out with a small brace counter and parsed with serde_json, and the
 //! session's values must equal serde_json's. The framer's line rule (a `{` at the start of a line
@@ -232,7 +232,7 @@ impl Serialize for Ordered {
 struct ClientLine {
     execute: String,
     arguments: Option<Ordered>,
-    id: String,
+    id: Value,
 }
 
 fn outputs(s: &mut Session) -> Vec<Output> {
@@ -250,7 +250,7 @@ fn replay(cap: &Capture, chunk: usize, inject: &[u8]) {
     let ends = message_ends(&cap.server);
     let mut s = Session::new(Config {
         request_oob: compact,
-        id_prefix: Some("cap".into()),
+        negotiation_id: Some("cap".into()),
         ..Config::default()
     });
     let mut fed = 0;
@@ -276,7 +276,7 @@ fn replay(cap: &Capture, chunk: usize, inject: &[u8]) {
         "{name}"
     );
     assert!(s.poll_transmit().is_none());
-    let cap0 = messages.iter().position(|m| m["id"] == "cap0").unwrap();
+    let cap0 = messages.iter().position(|m| m["id"] == "cap").unwrap();
     feed_through(&mut s, cap0);
     assert_eq!(outputs(&mut s), [Output::Ready]);
     assert_eq!(s.oob_enabled(), compact);
@@ -297,7 +297,7 @@ fn replay(cap: &Capture, chunk: usize, inject: &[u8]) {
             s.receive(c);
         }
         // Everything up to this command's reply: the events before it, then the reply.
-        let reply_at = messages.iter().position(|m| m["id"] == *cmd.id).unwrap();
+        let reply_at = messages.iter().position(|m| m["id"] == cmd.id).unwrap();
         let expected = feed_through(&mut s, reply_at);
         let mut out = outputs(&mut s);
         if !inject.is_empty() {

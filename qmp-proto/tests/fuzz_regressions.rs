@@ -81,7 +81,7 @@ fn size_limit_crossed_before_depth_limit_is_too_large_however_chunked() {
 
     let config = Config {
         limits,
-        id_prefix: Some("cap".into()),
+        negotiation_id: Some("cap".into()),
         ..Config::default()
     };
     for stream in [stream, &one_line[..]] {

@@ -3,7 +3,8 @@
 //! connection, the same under a busy core, and the build cost of a minimal tool.
 //!
 //! Run: `cargo run --release --manifest-path bench/peers/Cargo.toml` (BENCHMARKS.md, "Peers").
-//! Options: `--quick` (few rounds, to try the harness), `--no-build` (skip the build phase).
+//! Options: `--quick` (few rounds, to try the harness), `--no-build` (skip the build phase);
+//! `memory [COUNT]` measures only the memory per idle connection.
 //!
 //! Not part of the qmp-rs workspace, so the peers never enter its dependency graph.
 
@@ -84,6 +85,24 @@ fn main() {
             raise_fd_limit();
             let kind = Kind::from_id(&args[1]).expect("contender");
             rss::child(kind, args[2].as_ref(), args[3].parse().expect("count"));
+        }
+        Some("memory") => {
+            // Memory per idle connection alone: `memory [COUNT]` (default 1,000).
+            let count = args.get(1).map_or(1000, |c| c.parse().expect("count"));
+            let many = qsd::Daemon::start(count);
+            println!("| contender | RSS per idle connection ({count}) | heap per idle connection | threads per connection |");
+            println!("| --- | ---: | ---: | ---: |");
+            for &k in &ALL {
+                if let Some(h) = rss::measure(k, &many.dir(), count) {
+                    println!(
+                        "| {} | {:.1} KiB | {:.1} KiB | {:.2} |",
+                        k.name(),
+                        h.kib_per_connection,
+                        h.heap_kib_per_connection,
+                        h.threads_per_connection
+                    );
+                }
+            }
         }
         Some("spin") => loop {
             std::hint::black_box(0u64.wrapping_add(1));

@@ -26,8 +26,8 @@ const SYNC_ID_MASK: u64 = (1 << 53) - 1;
 /// The sync and probe state of a guest-agent session.
 #[derive(Debug)]
 pub(super) struct AgentState {
-    /// The sync being waited for while [`State::Syncing`]: its command number (for
-    /// [`Transmit::id`]), its id `N`, and its bytes until transmitted.
+    /// The sync being waited for while [`State::Syncing`]: its id `N`, and its bytes until
+    /// transmitted. Its [`Transmit::id`] is number 0, the session's own, as `qmp_capabilities`'s.
     sync: Option<Sync>,
     /// Syncs started so far (the first on connect).
     syncs: u64,
@@ -39,7 +39,6 @@ pub(super) struct AgentState {
 
 #[derive(Debug)]
 struct Sync {
-    number: u64,
     id: u64,
     bytes: Option<Bytes>,
 }
@@ -48,7 +47,6 @@ struct Sync {
 struct Probe {
     /// The command it completes.
     command: u64,
-    number: u64,
     id: u64,
     bytes: Option<Bytes>,
 }
@@ -92,18 +90,15 @@ impl Session {
 
     /// Starts a sync with a new id: [`State::Syncing`] until its reply.
     pub(super) fn start_sync(&mut self) {
-        let number = self.next_id;
         let Some(a) = self.agent.as_mut() else {
             return;
         };
-        self.next_id += 1;
         if a.syncs > 0 {
             self.stats.resyncs += 1;
         }
         a.syncs += 1;
         let id = random_sync_id(a.syncs);
         a.sync = Some(Sync {
-            number,
             id,
             bytes: Some(sync_command(id, true)),
         });
@@ -115,7 +110,7 @@ impl Session {
     pub(super) fn agent_sync_transmit(&mut self) -> Option<Transmit> {
         let sync = self.agent.as_mut()?.sync.as_mut()?;
         Some(Transmit {
-            id: CommandId(sync.number),
+            id: CommandId(0),
             bytes: sync.bytes.take()?,
             fds: Vec::new(),
         })
@@ -126,7 +121,7 @@ impl Session {
     pub(super) fn agent_transmit(&mut self) -> Option<Transmit> {
         if let Some(p) = self.agent.as_mut()?.probe.as_mut() {
             return Some(Transmit {
-                id: CommandId(p.number),
+                id: CommandId(0),
                 bytes: p.bytes.take()?,
                 fds: Vec::new(),
             });
@@ -136,14 +131,11 @@ impl Session {
         }
         let t = self.next_from_queue(false)?;
         if self.entries.get(&t.id.0).is_some_and(|e| e.no_reply) {
-            let number = self.next_id;
-            self.next_id += 1;
             let a = self.agent.as_mut()?;
             a.syncs += 1;
             let id = random_sync_id(a.syncs);
             a.probe = Some(Probe {
                 command: t.id.0,
-                number,
                 id,
                 bytes: Some(sync_command(id, false)),
             });
