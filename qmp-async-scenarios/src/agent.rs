@@ -211,6 +211,22 @@ pub async fn agent_over_tcp<R: TestRuntime>(rt: R) {
     agent.execute("guest-ping", ()).await.unwrap();
 }
 
+/// Over any AsyncRead + AsyncWrite: the two halves of a socket opened by the caller.
+pub async fn agent_over_io<R: TestRuntime>(rt: R) {
+    let Some(ga) = QemuGa::start("agent_over_io") else {
+        return;
+    };
+    let stream = async_io::Async::<std::os::unix::net::UnixStream>::connect(ga.socket())
+        .await
+        .unwrap();
+    let (reader, writer) = futures::AsyncReadExt::split(stream);
+    let agent = step(rt, "connect", builder::<R>().connect_io(reader, writer))
+        .await
+        .unwrap();
+    assert_eq!(agent.transport(), "io");
+    assert_eq!(agent.execute("guest-ping", ()).await.unwrap(), json!({}));
+}
+
 /// QEMU with a virtio-serial port and no agent: the connect fails with AgentNotResponding.
 pub async fn agent_not_responding<R: TestRuntime>(rt: R) {
     if qmp_testkit::require(Emulator::System, "agent_not_responding").is_none() {
