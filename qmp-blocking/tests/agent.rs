@@ -345,3 +345,23 @@ fn the_largest_guest_file_read_fits_the_default_limit() {
         .execute("guest-file-close", json!({"handle": h}))
         .expect("close");
 }
+
+#[test]
+fn a_half_command_left_by_an_earlier_client_is_flushed() {
+    let Some(ga) = QemuGa::start("a_half_command_left_by_an_earlier_client_is_flushed") else {
+        return;
+    };
+    // An earlier client writes half a command and leaves: the agent's parser stays inside it,
+    // and without the 0xFF flush nothing sent later would be answered (QEMU-FACTS.md).
+    {
+        use std::io::Write;
+        let mut earlier = UnixStream::connect(ga.socket()).expect("connect");
+        earlier
+            .write_all(b"{\"execute\":\"guest-ping\", \"arguments\": {\"x\": [1, {\"y\": \"")
+            .expect("write");
+    }
+    let agent = builder()
+        .connect_unix(ga.socket())
+        .expect("the sync flushes it");
+    assert_eq!(agent.execute("guest-ping", ()).expect("ping"), json!({}));
+}
