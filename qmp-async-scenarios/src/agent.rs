@@ -131,7 +131,7 @@ pub async fn agent_stale_data<R: TestRuntime>(rt: R) {
         ga.socket(),
         vec![Rule::Inject {
             trigger: "guest-sync-delimited".into(),
-            bytes: b"\xff{\"return\": 4242}\n{\"return\": {\"stale\": 1}, \"id\": \"t1\"}\n{\"return\": {\"ha"
+            bytes: b"\xff{\"return\": 4242}\n{\"return\": {\"stale\": 1}, \"id\": 1}\n{\"return\": {\"ha"
                 .to_vec(),
         }],
     );
@@ -209,6 +209,22 @@ pub async fn agent_over_tcp<R: TestRuntime>(rt: R) {
         .unwrap();
     assert!(agent.transport().starts_with("tcp:"));
     agent.execute("guest-ping", ()).await.unwrap();
+}
+
+/// Over any AsyncRead + AsyncWrite: the two halves of a socket opened by the caller.
+pub async fn agent_over_io<R: TestRuntime>(rt: R) {
+    let Some(ga) = QemuGa::start("agent_over_io") else {
+        return;
+    };
+    let stream = async_io::Async::<std::os::unix::net::UnixStream>::connect(ga.socket())
+        .await
+        .unwrap();
+    let (reader, writer) = futures::AsyncReadExt::split(stream);
+    let agent = step(rt, "connect", builder::<R>().connect_io(reader, writer))
+        .await
+        .unwrap();
+    assert_eq!(agent.transport(), "io");
+    assert_eq!(agent.execute("guest-ping", ()).await.unwrap(), json!({}));
 }
 
 /// QEMU with a virtio-serial port and no agent: the connect fails with AgentNotResponding.

@@ -30,7 +30,8 @@ pub mod agent;
 pub mod stress;
 pub use agent::{
     agent_basics, agent_file_10_mib, agent_guest_exec, agent_no_reply_command,
-    agent_not_responding, agent_over_tcp, agent_stale_data, agent_timeout_then_late_reply,
+    agent_not_responding, agent_over_io, agent_over_tcp, agent_stale_data,
+    agent_timeout_then_late_reply,
 };
 
 /// The longest any one scenario may take before it fails.
@@ -77,7 +78,7 @@ macro_rules! scenarios {
             event_flood_never_stalls, exec_oob, double_greeting_and_ungreeted_close,
             unclosed_message_before_each_reply, agent_basics, agent_guest_exec, agent_file_10_mib,
             agent_stale_data, agent_timeout_then_late_reply, agent_no_reply_command, agent_over_tcp,
-            agent_not_responding);
+            agent_over_io, agent_not_responding);
     };
     (@each $rt:expr; $($name:ident),* $(,)?) => {
         #[test]

@@ -181,12 +181,12 @@ fn stale_half_reply_and_full_reply_before_the_sentinel() {
         return;
     };
     // Before the agent's answer to the sync: a full reply carrying the id the first command
-    // will have (t1), then half a reply that never closes.
+    // will have (1), then half a reply that never closes.
     let proxy = AgentProxy::start(
         ga.socket(),
         vec![Rule::Inject {
             trigger: "guest-sync-delimited".into(),
-            bytes: b"{\"return\": {\"stale\": true}, \"id\": \"t1\"}\n{\"return\": {\"half\": \"xx"
+            bytes: b"{\"return\": {\"stale\": true}, \"id\": 1}\n{\"return\": {\"half\": \"xx"
                 .to_vec(),
         }],
     );
@@ -210,7 +210,7 @@ fn a_replayed_reply_to_an_old_sync_id_is_ignored() {
         ga.socket(),
         vec![Rule::Inject {
             trigger: "guest-sync-delimited".into(),
-            bytes: b"\xff{\"return\": 4242}\n{\"return\": {}, \"id\": \"t1\"}\n".to_vec(),
+            bytes: b"\xff{\"return\": 4242}\n{\"return\": {}, \"id\": 1}\n".to_vec(),
         }],
     );
     let agent = builder().connect_unix(proxy.path()).expect("connect");
@@ -344,4 +344,24 @@ fn the_largest_guest_file_read_fits_the_default_limit() {
     agent
         .execute("guest-file-close", json!({"handle": h}))
         .expect("close");
+}
+
+#[test]
+fn a_half_command_left_by_an_earlier_client_is_flushed() {
+    let Some(ga) = QemuGa::start("a_half_command_left_by_an_earlier_client_is_flushed") else {
+        return;
+    };
+    // An earlier client writes half a command and leaves: the agent's parser stays inside it,
+    // and without the 0xFF flush nothing sent later would be answered (QEMU-FACTS.md).
+    {
+        use std::io::Write;
+        let mut earlier = UnixStream::connect(ga.socket()).expect("connect");
+        earlier
+            .write_all(b"{\"execute\":\"guest-ping\", \"arguments\": {\"x\": [1, {\"y\": \"")
+            .expect("write");
+    }
+    let agent = builder()
+        .connect_unix(ga.socket())
+        .expect("the sync flushes it");
+    assert_eq!(agent.execute("guest-ping", ()).expect("ping"), json!({}));
 }

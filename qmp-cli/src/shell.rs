@@ -773,6 +773,24 @@ mod tests {
     }
 
     #[test]
+    fn completes_the_agents_enabled_commands() {
+        // guest-info's shape, as qemu-ga 10.0.2 sends it.
+        let info = serde_json::json!({"version": "10.0.2", "supported_commands": [
+            {"name": "guest-exec", "enabled": true, "success-response": true},
+            {"name": "guest-exec-status", "enabled": true, "success-response": true},
+            {"name": "guest-shutdown", "enabled": false, "success-response": false},
+            {"name": "guest-ping", "enabled": true, "success-response": true},
+        ]});
+        let schema = Schema::from_value(&crate::schema::agent_commands(&info)).unwrap();
+        let (start, c) = complete(Some(&schema), Mode::Qmp, "guest-ex", 8);
+        assert_eq!(start, 0);
+        let c: Vec<String> = c.into_iter().map(|(_, r)| r).collect();
+        assert_eq!(c, ["guest-exec ", "guest-exec-status "]);
+        let (_, c) = complete(Some(&schema), Mode::Qmp, "guest-sh", 8);
+        assert!(c.is_empty(), "a disabled command is not offered: {c:?}");
+    }
+
+    #[test]
     fn completes_argument_names_from_the_schema() {
         let (start, c) = candidates("blockdev-backup dev");
         assert_eq!(start, 16);
