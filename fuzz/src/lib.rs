@@ -76,6 +76,8 @@ pub fn config_from_byte(b: u8) -> Config {
         request_oob: b & 4 != 0,
         max_inband_in_flight: usize::from((b >> 3) & 7),
         negotiation_id: Some(NEGOTIATION_ID.to_string()),
+        // The `agent` target covers the guest-agent protocol.
+        protocol: qmp_proto::Protocol::Qmp,
     }
 }
 

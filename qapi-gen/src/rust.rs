@@ -1237,7 +1237,7 @@ impl<'a> Gen<'a> {
             doc.push_str("\nQEMU can run it out-of-band: `exec-oob`, when the `oob` capability is negotiated.\n");
         }
         if !success_response {
-            doc.push_str("\nQEMU sends **no reply** when it succeeds (`success-response: false`): a client waiting for one waits until its timeout.\n");
+            doc.push_str("\nThe agent sends **no reply** when it succeeds (`success-response: false`). The guest-agent session of `qmp-proto` follows it with a `guest-sync-delimited` probe and completes it with `{}` when the probe is answered or the connection ends (`qmp_proto::AGENT_NO_REPLY_COMMANDS`); otherwise it ends by the call's timeout.\n");
         }
         if !gen {
             doc.push_str("\nQEMU does not check these arguments against the schema: the members the schema does not list go in `properties`.\n");

@@ -29,3 +29,34 @@ fn generated_code_is_up_to_date() {
     );
     assert!(files.len() > 30, "{} files", files.len());
 }
+
+/// The guest-agent session completes the commands that send no reply on success by its own rule
+/// (`qmp_proto::AGENT_NO_REPLY_COMMANDS`); that list must be exactly the agent schema's
+/// `'success-response': false` commands, in every schema folder.
+#[test]
+fn the_agents_no_reply_commands_are_the_schemas() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for dir in qapi_gen::schema_dirs(&repo).expect("read qapi-schema/") {
+        let schemas = qapi_gen::load(&dir).expect("load");
+        let mut in_schema: Vec<&str> = schemas
+            .guest_agent
+            .defs
+            .iter()
+            .filter(|d| {
+                matches!(
+                    d.kind,
+                    qapi_gen::schema::Kind::Command {
+                        success_response: false,
+                        ..
+                    }
+                )
+            })
+            .map(|d| d.name.as_str())
+            .collect();
+        in_schema.sort_unstable();
+        let mut listed = qmp_proto::AGENT_NO_REPLY_COMMANDS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(listed, in_schema, "{}", dir.display());
+        assert!(!listed.is_empty());
+    }
+}

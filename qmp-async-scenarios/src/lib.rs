@@ -26,7 +26,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+pub mod agent;
 pub mod stress;
+pub use agent::{
+    agent_basics, agent_file_10_mib, agent_guest_exec, agent_no_reply_command,
+    agent_not_responding, agent_over_io, agent_over_tcp, agent_stale_data,
+    agent_timeout_then_late_reply,
+};
 
 /// The longest any one scenario may take before it fails.
 pub const SCENARIO_LIMIT: Duration = Duration::from_secs(60);
@@ -70,7 +76,9 @@ macro_rules! scenarios {
             call_timeout_discards_late_reply, pipelined_commands_are_in_flight_together,
             concurrent_calls_from_50_tasks, dropped_futures_never_desync, slow_subscriber_is_told,
             event_flood_never_stalls, exec_oob, double_greeting_and_ungreeted_close,
-            unclosed_message_before_each_reply);
+            unclosed_message_before_each_reply, agent_basics, agent_guest_exec, agent_file_10_mib,
+            agent_stale_data, agent_timeout_then_late_reply, agent_no_reply_command, agent_over_tcp,
+            agent_over_io, agent_not_responding);
     };
     (@each $rt:expr; $($name:ident),* $(,)?) => {
         #[test]

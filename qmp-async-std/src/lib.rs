@@ -54,6 +54,10 @@ use std::time::Duration;
 pub type Client = qmp_async::Client<AsyncStd>;
 /// Configures and opens a [`Client`]: [`qmp_async::Builder`] on async-std.
 pub type Builder = qmp_async::Builder<AsyncStd>;
+/// A guest-agent client on this runtime: [`qmp_async::Agent`].
+pub type Agent = qmp_async::Agent<AsyncStd>;
+/// Configures and opens an [`Agent`]: [`qmp_async::AgentBuilder`] on this runtime.
+pub type AgentBuilder = qmp_async::AgentBuilder<AsyncStd>;
 /// The connection's background task on async-std (spawned by the connect functions).
 pub type Driver = qmp_async::Driver<AsyncStd>;
 

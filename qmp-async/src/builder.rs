@@ -226,6 +226,7 @@ impl<R: Runtime> Builder<R> {
         open: impl Future<Output = Result<(Transport, Option<Box<dyn ChildProcess>>), Error>>,
     ) -> Result<Client<R>, Error> {
         let limit = self.connect_timeout;
+        let agent = self.config.protocol == qmp_proto::Protocol::Agent;
         let inner_slot = OnceLock::new();
         let connect = async {
             let (transport, child) = open.await?;
@@ -248,6 +249,10 @@ impl<R: Runtime> Builder<R> {
             let connect = std::pin::pin!(connect);
             match future::select(connect, R::sleep(limit)).await {
                 Either::Left((outcome, _)) => outcome,
+                Either::Right(_) if agent => Err(Error::AgentNotResponding {
+                    transport: label.clone(),
+                    after: limit,
+                }),
                 Either::Right(_) => Err(Error::Timeout {
                     waiting_for: waiting_for_handshake(&label, inner_slot.get().map(|i| &**i)),
                     after: limit,
@@ -290,6 +295,9 @@ async fn ready(inner: &Inner) -> Result<qmp_proto::Greeting, Error> {
     future::poll_fn(|cx| {
         let mut s = inner.lock();
         match s.session.state() {
+            State::Ready if s.session.greeting().is_none() => {
+                Poll::Ready(Ok(crate::agent::no_greeting()))
+            }
             State::Ready => Poll::Ready(
                 s.session
                     .greeting()
@@ -297,7 +305,7 @@ async fn ready(inner: &Inner) -> Result<qmp_proto::Greeting, Error> {
                     .ok_or(Error::Closed { command: None }),
             ),
             State::Closed => Poll::Ready(Err(crate::client::closed_error(&s, None))),
-            State::AwaitingGreeting | State::Negotiating => {
+            State::AwaitingGreeting | State::Negotiating | State::Syncing => {
                 register(&mut s.watchers, cx.waker());
                 Poll::Pending
             }

@@ -32,6 +32,7 @@
 
 #![deny(missing_docs)]
 
+mod agent;
 mod builder;
 mod call;
 mod client;
@@ -43,11 +44,13 @@ mod transport;
 #[cfg(feature = "async-io")]
 pub mod unix;
 
+pub use agent::{Agent, AgentBuilder};
 pub use builder::Builder;
 pub use call::{Call, CallOptions};
 pub use client::{Client, Stats};
 pub use driver::Driver;
 pub use events::{EventFilter, EventStream, Events, Missed};
+pub use qmp_proto;
 pub use qmp_proto::events::EventData;
 pub use qmp_proto::{CloseReason, Command, Config, Event, Greeting, Limits, QmpError, Warning};
 /// The error of every call, shared by every client of this workspace (see [`qmp_proto::Error`]).

@@ -191,6 +191,7 @@ impl Builder {
     }
 
     fn establish(self, conn: Connection, deadline: Instant) -> Result<Client, Error> {
+        let agent = self.config.protocol == qmp_proto::Protocol::Agent;
         let Connection {
             reader,
             writer,
@@ -210,6 +211,16 @@ impl Builder {
             handler_backlog: self.handler_backlog,
             label,
         });
+        // A guest-agent session speaks first (its sync); a QMP session has nothing to send yet.
+        {
+            let mut inner = shared.lock();
+            shared.process(&mut inner);
+            let write = !inner.outgoing.is_empty();
+            shared.release(inner);
+            if write {
+                shared.flush();
+            }
+        }
         let reader_shared = Arc::clone(&shared);
         let spawned = thread::Builder::new()
             .name("qmp-reader".into())
@@ -225,15 +236,20 @@ impl Builder {
             Some(deadline),
             |inner| waiting_for_handshake(&shared.label, inner),
             |inner| match inner.session.state() {
+                State::Ready if agent => Some(Ok(crate::agent::no_greeting())),
                 State::Ready => inner.session.greeting().cloned().map(Ok),
                 State::Closed => Some(Err(inner.closed_error(None))),
-                State::AwaitingGreeting | State::Negotiating => None,
+                State::AwaitingGreeting | State::Negotiating | State::Syncing => None,
             },
         );
         match ready {
             Ok(greeting) => Ok(Client::new(shared, handle, greeting, self.timeout)),
             Err(e) => {
                 let e = match e {
+                    Error::Timeout { .. } if agent => Error::AgentNotResponding {
+                        transport: shared.label.clone(),
+                        after: self.connect_timeout,
+                    },
                     Error::Timeout { waiting_for, .. } => Error::Timeout {
                         waiting_for,
                         after: self.connect_timeout,
@@ -258,7 +274,9 @@ impl Builder {
 
 /// What a connect that timed out was waiting for, with what to check.
 fn waiting_for_handshake(label: &str, inner: &Inner) -> String {
-    let mut s = if inner.session.state() == State::Negotiating {
+    let mut s = if inner.session.state() == State::Syncing {
+        format!("the guest agent's reply to guest-sync-delimited from {label}")
+    } else if inner.session.state() == State::Negotiating {
         format!("the reply to qmp_capabilities from {label}")
     } else if label.starts_with("stdio:") {
         format!("the QMP greeting from {label} (does its command line have -qmp stdio?)")

@@ -65,6 +65,7 @@
 
 #![deny(missing_docs)]
 
+mod agent;
 mod builder;
 mod child;
 mod client;
@@ -77,6 +78,7 @@ mod slots;
 mod transport;
 mod writer;
 
+pub use agent::{Agent, AgentBuilder};
 pub use builder::Builder;
 pub use client::{CallOptions, Client, Stats};
 pub use events::Events;

@@ -40,3 +40,17 @@ fn callbacks_example_runs_every_callback_before_wait_returns() {
     }
     assert!(out.contains("all done; status: \"running\""), "{out}");
 }
+
+#[test]
+fn agent_info_example_talks_to_a_real_agent() {
+    let Some(ga) = qmp_testkit::QemuGa::start("agent_info example") else {
+        return;
+    };
+    let Some(exe) = example("agent_info") else {
+        return;
+    };
+    let out = run_example(&exe, ga.socket());
+    assert!(out.starts_with("qemu-ga 10."), "{out}");
+    assert!(out.contains("exec: hello from the guest\n"), "{out}");
+    assert!(out.contains("exit code: Some(0)"), "{out}");
+}

@@ -18,6 +18,7 @@ Exit status:
      or `schema NAME` found no such command or event
   2  usage error (bad option, bad key=value argument)
   3  connection or protocol error, or a timeout
+  4  --qga: nothing answered the guest agent's sync (no qemu-ga running behind the socket)
 
 Examples:
   qmp demo
@@ -26,7 +27,9 @@ Examples:
   qmp -s /tmp/qmp.sock events --name BLOCK_JOB_COMPLETED --count 1 --timeout 60
   qmp -s /tmp/qmp.sock hmp 'info status'
   qmp -s /tmp/qmp.sock schema blockdev-add
-  qmp --spawn 'qemu-system-x86_64 -M none -display none' shell";
+  qmp --spawn 'qemu-system-x86_64 -M none -display none' shell
+  qmp --qga -s /tmp/qga.sock exec guest-info
+  qmp --qga -s /tmp/qga.sock shell";
 
 /// A client for the QEMU Machine Protocol (QMP): run commands, watch events, read the schema,
 /// or work in an interactive shell.
@@ -74,6 +77,13 @@ pub(crate) struct ConnectArgs {
     /// (unless it quit first).
     #[arg(long, value_name = "COMMAND LINE")]
     pub(crate) spawn: Option<String>,
+
+    /// Talk to a QEMU guest agent (qemu-ga) instead of a QMP monitor, with --socket or --tcp: the
+    /// host end of its virtio-serial port (QEMU: -chardev socket,path=PATH,server=on,wait=off,id=qga0
+    /// -device virtio-serial -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0).
+    /// With exec, shell and schema (which lists the agent's enabled commands).
+    #[arg(long, global = true)]
+    pub(crate) qga: bool,
 
     /// Seconds to wait for the connection and the greeting, and for each reply.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]

@@ -118,12 +118,13 @@ pub(crate) fn run(timeout: Duration) -> Result<u8, Failure> {
         thread::sleep(Duration::from_millis(5));
     }
     let conn = transport::connect(&Target::Unix(socket.clone()), timeout, Events::Queued)?;
-    let g = conn.client().greeting();
-    outln!(
-        "  Connected. QEMU greets with its version {} and capabilities [{}];",
-        g.version,
-        g.capabilities.join(", ")
-    );
+    if let Some(g) = conn.greeting() {
+        outln!(
+            "  Connected. QEMU greets with its version {} and capabilities [{}];",
+            g.version,
+            g.capabilities.join(", ")
+        );
+    }
     outln!("  qmp answered with qmp_capabilities, and commands can now be sent.");
 
     step(2, "Which QEMU is this?");

@@ -64,12 +64,15 @@ pub(crate) fn run(
     limit: Option<Duration>,
     style: Style,
 ) -> Result<(), Failure> {
+    let Some(client) = conn.client() else {
+        return Err(Failure::usage("the guest agent sends no events to watch"));
+    };
     let collector = Arc::new(Collector::default());
     let names = names.to_vec();
     let c = Arc::clone(&collector);
     // Events decoded between negotiation and this registration (microseconds) are not printed,
     // like those before the connection.
-    conn.client().on_any_event(move |e| {
+    client.on_any_event(move |e| {
         if !names.is_empty() && !names.iter().any(|n| n.eq_ignore_ascii_case(&e.name)) {
             return;
         }
@@ -88,7 +91,7 @@ pub(crate) fn run(
         c.arrived.notify_one();
     });
     let deadline = limit.map(|l| Instant::now() + l);
-    let runs_dropped = conn.client().stats().dropped_handler_runs;
+    let runs_dropped = client.stats().dropped_handler_runs;
     let mut printed = 0u64;
     let mut text = String::new();
     while count.is_none_or(|c| printed < c) {
@@ -114,7 +117,7 @@ pub(crate) fn run(
         };
         // Runs dropped before the batch was taken may have left a gap inside it; runs dropped
         // later only affect later events.
-        if conn.client().stats().dropped_handler_runs > runs_dropped {
+        if client.stats().dropped_handler_runs > runs_dropped {
             return Err(lost(printed));
         }
         text.clear();
@@ -140,10 +143,12 @@ fn next(conn: &Monitor, collector: &Collector, deadline: Option<Instant>) -> Res
         if s.lost > 0 {
             return Err(lost(s.taken));
         }
-        if !conn.client().is_connected() {
+        if !conn.is_connected() {
             // Every event that arrived before the end has its handler run; collect those too.
             drop(s);
-            let _ = conn.client().wait_timeout(CLOSED_POLL);
+            if let Some(client) = conn.client() {
+                let _ = client.wait_timeout(CLOSED_POLL);
+            }
             s = collector.lock();
             if s.waiting.is_empty() {
                 return Ok(Next::Closed);

@@ -126,6 +126,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     let style = Style::choose(cli.compact, cli.pretty);
     let timeout = secs(cli.connect.timeout, "--timeout")?;
     match cli.command {
+        Command::Demo if cli.connect.qga => {
+            return Err(Failure::usage("--qga: the demo talks to a QMP monitor"))
+        }
         Command::Demo => return demo::run(timeout),
         Command::Exec { command, args } => {
             // Read the arguments before connecting: a usage error should not need QEMU.
@@ -139,6 +142,11 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             count,
             timeout: limit,
         } => {
+            if cli.connect.qga {
+                return Err(Failure::usage(
+                    "--qga: the guest agent sends no events to watch",
+                ));
+            }
             let limit = limit.map(|s| secs(s, "events --timeout")).transpose()?;
             let target = transport::Target::from_args(&cli.connect)?;
             let conn = transport::connect(&target, timeout, transport::Events::Handled)?;
@@ -151,6 +159,11 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             events::run(&conn, &names, count, limit, style)?;
         }
         Command::Hmp { command_line } => {
+            if cli.connect.qga {
+                return Err(Failure::usage(
+                    "--qga: the guest agent has no human monitor",
+                ));
+            }
             let conn = connect(&cli.connect, timeout)?;
             let text = conn.hmp(&command_line.join(" "))?;
             out!("{text}");
@@ -159,7 +172,11 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
         }
         Command::Schema { name, offline } => {
-            let schema = if offline {
+            let schema = if offline && cli.connect.qga {
+                return Err(Failure::usage(
+                    "--qga: the guest agent's commands are listed by the agent itself (drop --offline)",
+                ));
+            } else if offline {
                 schema::Schema::bundled()
             } else {
                 connect(&cli.connect, timeout)?.schema()?
@@ -178,14 +195,18 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Shell => {
             let target = transport::Target::from_args(&cli.connect)?;
-            return shell::run(&target, timeout, style);
+            return shell::run(&target, timeout, style, cli.connect.qga);
         }
     }
     Ok(0)
 }
 
-/// Connects where the options say; events are queued (the latest 1024 unread are kept).
+/// Connects where the options say (to a guest agent with `--qga`); events are queued (the
+/// latest 1024 unread are kept).
 fn connect(args: &cli::ConnectArgs, timeout: Duration) -> Result<Monitor, Failure> {
     let target = transport::Target::from_args(args)?;
+    if args.qga {
+        return transport::connect_agent(&target, timeout);
+    }
     transport::connect(&target, timeout, transport::Events::Queued)
 }

@@ -530,6 +530,27 @@ fn members_contain(schema: &Schema, ty: &str, name: &str) -> bool {
     matches!(schema.entities.get(ty), Some(Entity::Object { members, .. }) if members.iter().any(|m| m.name == name))
 }
 
+/// A schema in `query-qmp-schema` form for a guest agent, which has no introspection: the
+/// commands `guest-info` lists as enabled, each with an argument type of no known members (so
+/// completion offers command names, and arguments are typed freely).
+pub(crate) fn agent_commands(guest_info: &Value) -> Value {
+    let mut list = vec![serde_json::json!({"name": "0", "meta-type": "object", "members": []})];
+    let commands = guest_info["supported_commands"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default();
+    for c in commands {
+        if c["enabled"] == Value::Bool(true) {
+            if let Some(name) = c["name"].as_str() {
+                list.push(serde_json::json!({
+                    "name": name, "meta-type": "command", "arg-type": "0", "ret-type": "0"
+                }));
+            }
+        }
+    }
+    Value::Array(list)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -443,7 +443,12 @@ impl Shell<'_> {
 }
 
 /// Connects to `target` and runs the shell: interactive on a terminal, line by line otherwise.
-pub(crate) fn run(target: &Target, timeout: Duration, style: Style) -> Result<u8, Failure> {
+pub(crate) fn run(
+    target: &Target,
+    timeout: Duration,
+    style: Style,
+    agent: bool,
+) -> Result<u8, Failure> {
     let terminal = std::io::stdin().is_terminal();
     // A script prints events from a handler as they arrive; nothing is left to queue.
     let events = if terminal {
@@ -451,11 +456,20 @@ pub(crate) fn run(target: &Target, timeout: Duration, style: Style) -> Result<u8
     } else {
         Events::Handled
     };
-    let conn = transport::connect(target, timeout, events)?;
+    let conn = if agent {
+        transport::connect_agent(target, timeout)?
+    } else {
+        transport::connect(target, timeout, events)?
+    };
     let schema = match conn.schema() {
         Ok(s) => Some(Arc::new(s)),
         Err(f) if f.code == 1 => {
-            eprintln!("qmp: no completion: query-qmp-schema failed: {f}");
+            let source = if agent {
+                "guest-info"
+            } else {
+                "query-qmp-schema"
+            };
+            eprintln!("qmp: no completion: {source} failed: {f}");
             None
         }
         Err(f) => return Err(f),
@@ -477,7 +491,7 @@ pub(crate) fn run(target: &Target, timeout: Duration, style: Style) -> Result<u8
 fn script(mut shell: Shell<'_>) -> Result<u8, Failure> {
     // On qmp-blocking's handler thread; closing the client runs the handler for every event that
     // arrived before.
-    shell.conn.client().on_any_event(|e| {
+    shell.conn.on_any_event(|e| {
         outln!("{}", output::event_text(Style::Compact, e));
     });
     let mut code = 0;
@@ -536,16 +550,18 @@ fn interactive(mut shell: Shell<'_>) -> Result<u8, Failure> {
             }
         }
     }
-    let g = shell.conn.client().greeting();
-    outln!(
-        "Connected to QEMU {}{}.",
-        g.version,
-        if g.package.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", g.package)
-        }
-    );
+    match shell.conn.greeting() {
+        Some(g) => outln!(
+            "Connected to QEMU {}{}.",
+            g.version,
+            if g.package.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", g.package)
+            }
+        ),
+        None => outln!("Connected to the guest agent (commands: Tab, or `exec guest-info`)."),
+    }
     outln!("Type `help` for help, Tab to complete, Ctrl-D to leave.");
     let mut printer = rl
         .create_external_printer()
@@ -589,6 +605,7 @@ fn prompt(
 ) -> Result<u8, Failure> {
     loop {
         let prompt = match shell.mode {
+            Mode::Qmp if shell.conn.is_agent() => "qga> ",
             Mode::Qmp => "qmp> ",
             Mode::Hmp => "(hmp) ",
         };
@@ -598,7 +615,7 @@ fn prompt(
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(Failure::connection(format!("reading the terminal: {e}"))),
         };
-        if !shell.conn.client().is_connected() {
+        if !shell.conn.is_connected() {
             return Err(Failure::connection("QEMU closed the connection"));
         }
         if !line.trim().is_empty() {
@@ -753,6 +770,24 @@ mod tests {
         assert!(c.contains(&"blockdev-add ".to_owned()) && c.contains(&"blockdev-del ".to_owned()));
         let (_, c) = candidates("/h");
         assert_eq!(c, ["/help ", "/hmp "]);
+    }
+
+    #[test]
+    fn completes_the_agents_enabled_commands() {
+        // guest-info's shape, as qemu-ga 10.0.2 sends it.
+        let info = serde_json::json!({"version": "10.0.2", "supported_commands": [
+            {"name": "guest-exec", "enabled": true, "success-response": true},
+            {"name": "guest-exec-status", "enabled": true, "success-response": true},
+            {"name": "guest-shutdown", "enabled": false, "success-response": false},
+            {"name": "guest-ping", "enabled": true, "success-response": true},
+        ]});
+        let schema = Schema::from_value(&crate::schema::agent_commands(&info)).unwrap();
+        let (start, c) = complete(Some(&schema), Mode::Qmp, "guest-ex", 8);
+        assert_eq!(start, 0);
+        let c: Vec<String> = c.into_iter().map(|(_, r)| r).collect();
+        assert_eq!(c, ["guest-exec ", "guest-exec-status "]);
+        let (_, c) = complete(Some(&schema), Mode::Qmp, "guest-sh", 8);
+        assert!(c.is_empty(), "a disabled command is not offered: {c:?}");
     }
 
     #[test]

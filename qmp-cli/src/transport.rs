@@ -5,7 +5,7 @@
 use crate::monitor::Monitor;
 use crate::split::split_words;
 use crate::Failure;
-use qmp_blocking::{Builder, Client, Error};
+use qmp_blocking::{Agent, Builder, Client, Error};
 use std::io::{self, ErrorKind};
 use std::net::ToSocketAddrs;
 use std::os::unix::net::UnixListener;
@@ -163,6 +163,60 @@ pub(crate) fn connect(
         }
     }?;
     Ok(Monitor::new(client, what, timeout))
+}
+
+/// Connects to a guest agent (`--qga`) at `target` (a Unix socket or TCP) and syncs with it;
+/// `timeout` bounds that and, later, each reply. When nothing answers the sync, the failure has
+/// exit status 4.
+pub(crate) fn connect_agent(target: &Target, timeout: Duration) -> Result<Monitor, Failure> {
+    let builder = Agent::builder().timeout(timeout).connect_timeout(timeout);
+    let failed = |what: &str, e: Error| match e {
+        Error::AgentNotResponding { .. } => Failure {
+            code: 4,
+            message: format!(
+                "no answer to guest-sync-delimited from {what} within {timeout:?}: is qemu-ga \
+                 running in the guest (on a virtio-serial port named org.qemu.guest_agent.0)? \
+                 The socket accepts connections whether or not an agent is there"
+            ),
+        },
+        Error::Disconnected { reason, .. } => Failure::connection(format!(
+            "{what} closed the connection before the sync completed ({reason})"
+        )),
+        e => Failure::connection(format!("{what}: {e}")),
+    };
+    let (agent, what) = match target {
+        Target::Unix(path) => {
+            let what = format!("the guest agent socket {}", path.display());
+            let agent = builder.connect_unix(path).map_err(|e| match e {
+                Error::Io { source, .. } => unix_error(path, &source),
+                e => failed(&what, e),
+            })?;
+            (agent, what)
+        }
+        Target::Tcp(addr) => {
+            let what = format!("the guest agent at {addr}");
+            let addrs: Vec<_> = addr
+                .to_socket_addrs()
+                .map_err(|e| {
+                    Failure::connection(format!(
+                        "cannot resolve the guest agent address '{addr}': {e} (expected HOST:PORT)"
+                    ))
+                })?
+                .collect();
+            let agent = builder.connect_tcp(&addrs[..]).map_err(|e| match e {
+                Error::Io { source, .. } => tcp_error(addr, &source),
+                e => failed(&what, e),
+            })?;
+            (agent, what)
+        }
+        _ => {
+            return Err(Failure::usage(
+                "--qga connects with --socket PATH or --tcp HOST:PORT (the host end of the \
+                 agent's virtio-serial port, or qemu-ga -m unix-listen)",
+            ))
+        }
+    };
+    Ok(Monitor::agent(agent, what, timeout))
 }
 
 /// The message for a connection that opened but did not become a QMP session.

@@ -855,3 +855,116 @@ fn schema_offline_needs_no_qemu_and_names_the_real_types() {
     let r = qmp(&["schema", "--offline", "no-such-command"]);
     assert_ne!(r.code, 0, "{r:?}");
 }
+
+/// `--qga`: against a real qemu-ga (restricted to qmp_testkit::SAFE_RPCS).
+#[test]
+fn qga_exec_prints_the_agents_reply() {
+    let Some(ga) = qmp_testkit::QemuGa::start("qga_exec_prints_the_agents_reply") else {
+        return;
+    };
+    let r = qmp(&[
+        "--qga",
+        "-s",
+        s(ga.socket()),
+        "--compact",
+        "exec",
+        "guest-info",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v = r.json();
+    assert!(
+        v["version"].as_str().is_some_and(|v| v.starts_with("10.")),
+        "{v}"
+    );
+    let r = qmp(&[
+        "--qga",
+        "-s",
+        s(ga.socket()),
+        "exec",
+        "guest-exec",
+        "path=/bin/echo",
+        r#"arg=["hi"]"#,
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.json()["pid"].is_i64(), "{r:?}");
+    // A command the agent refuses: exit 1 with its class and description.
+    let r = qmp(&["--qga", "-s", s(ga.socket()), "exec", "guest-shutdown"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("CommandNotFound"), "{r:?}");
+}
+
+#[test]
+fn qga_shell_runs_lines_and_lists_the_agents_commands() {
+    let Some(ga) = qmp_testkit::QemuGa::start("qga_shell_runs_lines_and_lists_the_agents_commands")
+    else {
+        return;
+    };
+    let r = qmp_stdin(
+        &["--qga", "-s", s(ga.socket()), "--compact", "shell"],
+        "guest-ping\n/schema\nguest-get-time\n",
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], "{}", "{r:?}");
+    // The completion schema: the enabled commands guest-info lists.
+    assert!(r.stdout.contains("guest-exec-status"), "{r:?}");
+    assert!(
+        !r.stdout.contains("guest-shutdown"),
+        "disabled commands are not offered: {r:?}"
+    );
+    assert!(
+        lines.last().is_some_and(|l| l.parse::<i64>().is_ok()),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn qga_without_an_agent_exits_4_with_a_clear_message() {
+    if qmp_testkit::require(
+        Emulator::System,
+        "qga_without_an_agent_exits_4_with_a_clear_message",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let dir = TempDir::new().expect("dir");
+    let sock = dir.path().join("qga.sock");
+    let mut options = QemuOptions::new(Emulator::System);
+    options.extra_args = [
+        "-M",
+        "pc",
+        "-S",
+        "-chardev",
+        &format!("socket,path={},server=on,wait=off,id=qga0", sock.display()),
+        "-device",
+        "virtio-serial",
+        "-device",
+        "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let Some(_qemu) = Qemu::start(options, "qga_without_an_agent_exits_4_with_a_clear_message")
+    else {
+        return;
+    };
+    let r = qmp(&[
+        "--qga",
+        "-s",
+        s(&sock),
+        "--timeout",
+        "1",
+        "exec",
+        "guest-ping",
+    ]);
+    assert_eq!(r.code, 4, "{r:?}");
+    assert!(
+        r.stderr.contains("guest-sync-delimited") && r.stderr.contains("qemu-ga"),
+        "{r:?}"
+    );
+    // What --qga cannot do is a usage error, before connecting.
+    let r = qmp(&["--qga", "-s", s(&sock), "events"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let r = qmp(&["--qga", "--pipe", "/nonexistent", "exec", "guest-ping"]);
+    assert_eq!(r.code, 2, "{r:?}");
+}

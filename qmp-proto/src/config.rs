@@ -38,6 +38,30 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The defaults for a guest-agent session: as [`Limits::default`], with room for the agent's
+    /// largest reply. `guest-file-read` reads at most 48 MiB, whose base64 is exactly 64 MiB, so
+    /// that reply is a few dozen bytes over 64 MiB; `max_message_size` is 64 MiB + 4 KiB.
+    pub fn agent() -> Self {
+        Limits {
+            max_message_size: (64 << 20) + 4096,
+            ..Limits::default()
+        }
+    }
+}
+
+/// Which server a [`Session`](crate::Session) talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// A QMP monitor: greeting, then `qmp_capabilities` (the default).
+    #[default]
+    Qmp,
+    /// The guest agent (`qemu-ga`): no greeting; the session synchronises with
+    /// `guest-sync-delimited` on connect and after every abandoned command (see the
+    /// [session docs](crate::session#the-guest-agent)).
+    Agent,
+}
+
 /// Configuration of a [`Session`](crate::Session).
 ///
 /// ```
@@ -64,6 +88,25 @@ pub struct Config {
     /// with plain integer ids, 1, 2, 3, … Set it for deterministic tests. Characters other than
     /// ASCII letters, digits, `-`, `_` and `.` are replaced by `_`.
     pub negotiation_id: Option<String>,
+    /// QMP monitor or guest agent. Default: [`Protocol::Qmp`].
+    pub protocol: Protocol,
+}
+
+impl Config {
+    /// The configuration of a guest-agent session: [`Protocol::Agent`] with [`Limits::agent`].
+    ///
+    /// ```
+    /// use qmp_proto::{Config, Session, State};
+    /// let session = Session::new(Config::agent());
+    /// assert_eq!(session.state(), State::Syncing);
+    /// ```
+    pub fn agent() -> Self {
+        Config {
+            limits: Limits::agent(),
+            protocol: Protocol::Agent,
+            ..Config::default()
+        }
+    }
 }
 
 impl Default for Config {
@@ -73,6 +116,7 @@ impl Default for Config {
             request_oob: false,
             max_inband_in_flight: 8,
             negotiation_id: None,
+            protocol: Protocol::Qmp,
         }
     }
 }

@@ -47,7 +47,8 @@ pub enum DecodeError {
     /// fail with it. The message was counted once, when it was first reported.
     LateId(Box<DecodeError>),
     /// A message that was still open when a new message began: a `{` at the start of a line, which
-    /// in QEMU's output only ever starts a message. Its bytes were dropped.
+    /// in QEMU's output only ever starts a message, or the guest agent's `0xFF` reset byte
+    /// ([`Decoder::reset`]). Its bytes were dropped.
     Unterminated {
         /// How many bytes of the message had arrived.
         len: usize,
@@ -177,6 +178,16 @@ impl Decoder {
         let (max_size, max_depth) = (self.max_message_size, self.max_depth);
         self.framer
             .finish(&mut |frame| out.push(decode_frame(frame, max_size, max_depth)));
+    }
+
+    /// A reset point of the stream: the guest agent's `0xFF` sentinel (the caller finds it; the
+    /// byte itself is not fed). A message still open is dropped and reported as
+    /// [`DecodeError::Unterminated`] (a garbage run as [`DecodeError::Garbage`]); decoding goes on
+    /// with the next byte as if it started a line.
+    pub fn reset(&mut self, out: &mut Vec<Result<ServerMessage, DecodeError>>) {
+        let (max_size, max_depth) = (self.max_message_size, self.max_depth);
+        self.framer
+            .reset(&mut |frame| out.push(decode_frame(frame, max_size, max_depth)));
     }
 
     /// Bytes held for a message that has not completed yet; never more than the size limit.

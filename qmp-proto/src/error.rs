@@ -79,6 +79,16 @@ pub enum Error {
         /// The transport in use, e.g. `tcp:127.0.0.1:4444`.
         transport: String,
     },
+    /// Guest agent: nothing answered `guest-sync-delimited` within the connect timeout. The
+    /// socket is open (QEMU's end of a virtio-serial port stays open whether or not an agent runs
+    /// in the guest), but no agent is reading it: the guest has not booted, has no `qemu-ga`
+    /// running, or the port is not named `org.qemu.guest_agent.0`. Retry later.
+    AgentNotResponding {
+        /// The transport, e.g. `unix:/run/vm1-qga.sock`.
+        transport: String,
+        /// How long the client waited.
+        after: Duration,
+    },
     /// An I/O error outside a command: connecting, accepting, spawning QEMU, waiting for it.
     Io {
         /// What was being done, with the path or address, e.g. `connecting to unix:/run/qmp.sock`.
@@ -151,7 +161,10 @@ impl Error {
             Error::Disconnected { command, .. }
             | Error::Closed { command }
             | Error::Protocol { command, .. } => command.as_deref(),
-            Error::Timeout { .. } | Error::Io { .. } | Error::Exited { .. } => None,
+            Error::Timeout { .. }
+            | Error::Io { .. }
+            | Error::Exited { .. }
+            | Error::AgentNotResponding { .. } => None,
         }
     }
 
@@ -280,6 +293,13 @@ impl fmt::Display for Error {
                 f,
                 "'{command}' not sent: file descriptors can only be passed over a Unix socket, \
                  not over {transport}"
+            ),
+            Error::AgentNotResponding { transport, after } => write!(
+                f,
+                "the guest agent on {transport} did not answer guest-sync-delimited within {}: \
+                 is qemu-ga running in the guest (on a virtio-serial port named \
+                 org.qemu.guest_agent.0)?",
+                Secs(*after)
             ),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }

@@ -514,6 +514,38 @@ impl Framer {
         };
     }
 
+    /// A reset point in the stream (the guest agent's `0xFF` sentinel, which never occurs in JSON
+    /// text): whatever was open is dropped and reported, and framing starts afresh, as at the start
+    /// of a line. A message open here is reported as `Frame::Unterminated`; a message being skipped
+    /// was reported when it crossed its limit, so only an `id` found after that report is
+    /// (`Frame::LateId`); a garbage run ends.
+    pub(crate) fn reset(&mut self, emit: &mut dyn FnMut(Frame<'_>)) {
+        self.after_lf = true;
+        match std::mem::replace(&mut self.phase, Phase::Between) {
+            Phase::Between => {}
+            Phase::Garbage { len } => emit(Frame::Garbage { len }),
+            Phase::Message => {
+                let mut skipper = Skipper::new();
+                skipper.scan(&self.buf);
+                self.release_buf();
+                emit(Frame::Unterminated {
+                    len: skipper.len(),
+                    id: skipper.into_id_at_line_end(),
+                });
+            }
+            Phase::Skipping {
+                reason,
+                skipper,
+                id_reported,
+            } => {
+                let len = skipper.len();
+                if let (false, Some(id)) = (id_reported, skipper.into_id()) {
+                    emit(Frame::LateId { reason, len, id });
+                }
+            }
+        }
+    }
+
     /// End of stream: reports what was left open and resets.
     pub(crate) fn finish(&mut self, emit: &mut dyn FnMut(Frame<'_>)) {
         self.after_lf = false;

@@ -50,6 +50,7 @@ pub mod error;
 pub mod event_queue;
 pub mod events;
 pub mod framing;
+pub mod guest_exec;
 mod json;
 pub mod message;
 mod read_buffer;
@@ -58,7 +59,7 @@ mod scan;
 pub mod session;
 
 pub use command::Command;
-pub use config::{Config, Limits};
+pub use config::{Config, Limits, Protocol};
 pub use decoder::{DecodeError, Decoder};
 pub use encode::EncodeError;
 pub use error::{Error, ProtocolError};
@@ -70,7 +71,8 @@ pub use message::{
 pub use read_buffer::ReadBuffer;
 pub use session::{
     CloseReason, CommandError, CommandId, Disconnect, ExecuteOptions, Handshake, IoFailure, Output,
-    Session, State, Stats, SubmitError, Transmit, Warning, MAX_FDS_PER_COMMAND,
+    Session, State, Stats, SubmitError, Transmit, Warning, AGENT_NO_REPLY_COMMANDS,
+    MAX_FDS_PER_COMMAND,
 };
 
 /// The README's examples, compiled as doc tests so that they stay true.

@@ -37,6 +37,41 @@
 //! abandoned commands) and id-less error replies (QEMU's answer to input it could not parse) never
 //! fail a command; they are reported as [`Warning`]s (except late replies to abandoned commands,
 //! which are only counted) and the session goes on.
+//!
+//! # The guest agent
+//! A session made with [`Config::agent`] ([`Protocol::Agent`](crate::Protocol::Agent)) speaks
+//! to `qemu-ga` instead. Everything above holds, with these rules (docs/PROTOCOL.md, "The guest
+//! agent"):
+//! ```text
+//!  Syncing --{"return": N}--> Ready --abandon(in flight)--> Syncing (new N) --> Ready ...
+//!     |                         |
+//!     +----EOF / close()--------+--> Closed
+//! ```
+//! - There is no greeting. The session starts in [`State::Syncing`]: its first transmit is the
+//!   byte `0xFF` followed by `{"execute":"guest-sync-delimited","arguments":{"id":N}}`, with `N`
+//!   random (0 ..= 2^53, which the agent's `int` and every JSON reader hold exactly). The `0xFF`
+//!   flushes the agent's parser (it answers it with an id-less "stray" error); the agent writes
+//!   `0xFF` before the reply, `{"return": N}`.
+//! - Until that reply, everything received is stale and dropped: replies, errors (the id-less
+//!   "stray" error included), events, undecodable bytes. Each is counted in [`Stats::stale`],
+//!   none is warned about. The reply ends the first sync with [`Output::Ready`].
+//! - A `0xFF` byte anywhere in the input is the framer's reset point ([`Decoder::reset`]): a
+//!   message still open there is dropped (counted in [`Stats::resets`]; after the sync, it fails
+//!   the command whose `id` it had, like any message cut off).
+//! - Commands are sent one at a time (the agent runs one at a time). A reply that matches no
+//!   command in flight is dropped and counted ([`Stats::unmatched_replies`]), without a warning:
+//!   the agent's channel carries stale replies as a matter of course.
+//! - A command the caller [abandons](Session::abandon) after it was sent (its timeout) makes the
+//!   session sync again, with a new `N`, before the next command goes out: its late reply, if
+//!   any, arrives before the new sync's reply and is dropped. Abandoning a queued command while
+//!   a sync is unanswered sends a fresh sync (the agent may have restarted and lost the first).
+//!   Re-syncs produce no output; [`Stats::resyncs`] counts them.
+//! - Commands whose schema says `'success-response': false` (`guest-shutdown`,
+//!   `guest-suspend-disk`, `guest-suspend-ram`, `guest-suspend-hybrid`: [`AGENT_NO_REPLY_COMMANDS`])
+//!   are followed by a probe, a plain `guest-sync-delimited`. An error carrying the command's `id`
+//!   fails it; the probe's reply, or the end of the connection, completes it with `Ok({})`. If
+//!   neither comes (a guest that powered off before its agent read the probe, behind a
+//!   virtio-serial port that stays open) the command ends by the caller's timeout.
 
 use crate::encode::{encode_command, CommandText, EncodeError, WireId};
 use crate::{
@@ -49,6 +84,9 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::os::fd::OwnedFd;
+
+mod agent;
+pub use agent::AGENT_NO_REPLY_COMMANDS;
 
 /// Most file descriptors one command may carry (QEMU's `TCP_MAX_FDS`).
 pub const MAX_FDS_PER_COMMAND: usize = 16;
@@ -79,7 +117,10 @@ pub enum State {
     AwaitingGreeting,
     /// The greeting arrived and `qmp_capabilities` is being negotiated. Commands are queued.
     Negotiating,
-    /// Negotiation is complete; commands are sent.
+    /// Guest agent only: waiting for the reply to `guest-sync-delimited` (on connect, and after
+    /// an abandoned command). Commands are queued; everything received is stale and dropped.
+    Syncing,
+    /// Negotiation (for the guest agent: the sync) is complete; commands are sent.
     Ready,
     /// The session ended; nothing more is sent or received.
     Closed,
@@ -148,6 +189,9 @@ impl fmt::Display for Disconnect {
         match self.handshake {
             Some(Handshake::AwaitingGreeting) => f.write_str(" before the greeting")?,
             Some(Handshake::Negotiating) => f.write_str(" before negotiation completed")?,
+            Some(Handshake::Syncing) => {
+                f.write_str(" before the guest agent answered guest-sync-delimited")?
+            }
             None => {}
         }
         let mut sep = " (";
@@ -178,6 +222,8 @@ pub enum Handshake {
     AwaitingGreeting,
     /// The greeting had arrived; `qmp_capabilities` was not answered.
     Negotiating,
+    /// Guest agent: the first `guest-sync-delimited` was not answered.
+    Syncing,
 }
 
 /// An I/O error that ended a connection, as the adapter reported it
@@ -397,6 +443,12 @@ pub struct Stats {
     pub errors_without_id: u64,
     /// Messages or byte runs that could not be decoded.
     pub decode_errors: u64,
+    /// Guest agent: messages and byte runs dropped while waiting for a sync reply.
+    pub stale: u64,
+    /// Guest agent: `0xFF` reset bytes received (one precedes every sync reply).
+    pub resets: u64,
+    /// Guest agent: syncs after the first (one per abandoned command, or lost sync).
+    pub resyncs: u64,
 }
 
 #[derive(Debug)]
@@ -425,6 +477,8 @@ struct Entry {
     with_fds: bool,
     /// Whether it is `quit`, after which the connection's end is clean (rule 13).
     quit: bool,
+    /// Guest agent: a command that does not reply on success (followed by a probe).
+    no_reply: bool,
     phase: Phase,
 }
 
@@ -481,6 +535,8 @@ pub struct Session {
     handshake_problem: Option<Box<Warning>>,
     close_reason: Option<CloseReason>,
     stats: Stats,
+    /// Guest agent only: the sync and probe state.
+    agent: Option<agent::AgentState>,
 }
 
 /// Length of the random `qmp_capabilities` id: 12 letters, 56 bits. It is sent once per
@@ -519,7 +575,8 @@ impl Session {
             Some(p) => sanitize_id(p),
             None => random_negotiation_id(),
         };
-        Session {
+        let agent = (config.protocol == crate::Protocol::Agent).then(agent::AgentState::new);
+        let mut session = Session {
             decoder: Decoder::new(&config.limits),
             config,
             state: State::AwaitingGreeting,
@@ -542,7 +599,12 @@ impl Session {
             handshake_problem: None,
             close_reason: None,
             stats: Stats::default(),
+            agent,
+        };
+        if session.agent.is_some() {
+            session.start_sync();
         }
+        session
     }
 
     /// The current state.
@@ -650,7 +712,8 @@ impl Session {
             Entry {
                 oob: options.oob,
                 with_fds: !options.fds.is_empty(),
-                quit: name == "quit",
+                quit: name == "quit" && self.agent.is_none(),
+                no_reply: self.agent.is_some() && AGENT_NO_REPLY_COMMANDS.contains(&name),
                 phase: Phase::Queued(bytes, options.fds),
             },
         );
@@ -696,6 +759,11 @@ impl Session {
             Phase::Queued(..) => {
                 // Its queue slot is skipped when reached.
                 self.entries.remove(&id.0);
+                self.agent_abandon_queued();
+                true
+            }
+            Phase::InFlight if self.agent.is_some() => {
+                self.agent_abandon_in_flight(id.0);
                 true
             }
             Phase::InFlight => {
@@ -720,6 +788,8 @@ impl Session {
                     fds: Vec::new(),
                 })
             }
+            State::Syncing => self.agent_sync_transmit(),
+            State::Ready if self.agent.is_some() => self.agent_transmit(),
             State::Ready => {
                 if let Some(t) = self.next_from_queue(true) {
                     return Some(t);
@@ -775,7 +845,13 @@ impl Session {
         if self.state == State::Closed {
             return;
         }
-        self.decoder.feed(bytes, &mut self.decoded);
+        if self.agent.is_some() {
+            let mut decoded = std::mem::take(&mut self.decoded);
+            self.agent_feed(bytes, &mut decoded);
+            self.decoded = decoded;
+        } else {
+            self.decoder.feed(bytes, &mut self.decoded);
+        }
         // Most small reads complete nothing: skip the hand-over (issue 15: 1-byte reads).
         if self.decoded.is_empty() {
             return;
@@ -828,7 +904,8 @@ impl Session {
                 handshake: match self.state {
                     State::AwaitingGreeting => Some(Handshake::AwaitingGreeting),
                     State::Negotiating => Some(Handshake::Negotiating),
-                    State::Ready | State::Closed => None,
+                    State::Syncing if !self.agent_synced() => Some(Handshake::Syncing),
+                    State::Syncing | State::Ready | State::Closed => None,
                 },
                 last_problem: self.handshake_problem.clone(),
             })
@@ -851,6 +928,9 @@ impl Session {
             if self.state == State::Closed {
                 continue;
             }
+            let Some(item) = self.agent_filter(item) else {
+                continue;
+            };
             match item {
                 Ok(ServerMessage::Greeting(g)) => self.on_greeting(g),
                 Ok(ServerMessage::Reply(r)) => self.on_reply(r),
@@ -910,7 +990,8 @@ impl Session {
                 Owner::Negotiation
             }
             State::AwaitingGreeting | State::Negotiating => Owner::Stale,
-            State::Closed => Owner::Nobody,
+            // Guest agent: everything received while syncing is dropped before it gets here.
+            State::Syncing | State::Closed => Owner::Nobody,
         }
     }
 
@@ -1028,6 +1109,9 @@ impl Session {
 
     fn unmatched(&mut self, id: Option<Value>) {
         self.stats.unmatched_replies += 1;
+        if self.agent.is_some() {
+            return; // stale replies are the agent channel's normal state: counted only
+        }
         self.warn(Warning::UnmatchedReply { id });
     }
 
@@ -1061,6 +1145,11 @@ impl Session {
                 Phase::Abandoned => continue,
                 // QEMU exiting is what `quit` asked for, whether or not its reply made it.
                 Phase::InFlight if entry.quit && reason == CloseReason::Quit => {
+                    Ok(Value::Object(Default::default()))
+                }
+                // Guest agent: a command that does not reply on success, sent; the agent went
+                // away (shut down or suspended, as asked).
+                Phase::InFlight if entry.no_reply && reason.is_disconnect() => {
                     Ok(Value::Object(Default::default()))
                 }
                 Phase::InFlight => Err(CommandError::Closed {

@@ -249,7 +249,7 @@ impl qmp_proto::Command for GuestInfo {
 ///
 /// Run it with a client's `run(&GuestShutdown { .. })`; it returns an empty object ([`qmp_proto::command::Empty`]).
 ///
-/// QEMU sends **no reply** when it succeeds (`success-response: false`): a client waiting for one waits until its timeout.
+/// The agent sends **no reply** when it succeeds (`success-response: false`). The guest-agent session of `qmp-proto` follows it with a `guest-sync-delimited` probe and completes it with `{}` when the probe is answered or the connection ends (`qmp_proto::AGENT_NO_REPLY_COMMANDS`); otherwise it ends by the call's timeout.
 ///
 /// [QEMU's reference for `guest-shutdown`](https://qemu.readthedocs.io/en/v10.0.2/interop/qemu-ga-ref.html#command-qapi-schema.guest-shutdown)
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -1004,7 +1004,7 @@ impl qmp_proto::Command for GuestFstrim {
 ///
 /// Run it with a client's `run(&GuestSuspendDisk)`; it returns an empty object ([`qmp_proto::command::Empty`]).
 ///
-/// QEMU sends **no reply** when it succeeds (`success-response: false`): a client waiting for one waits until its timeout.
+/// The agent sends **no reply** when it succeeds (`success-response: false`). The guest-agent session of `qmp-proto` follows it with a `guest-sync-delimited` probe and completes it with `{}` when the probe is answered or the connection ends (`qmp_proto::AGENT_NO_REPLY_COMMANDS`); otherwise it ends by the call's timeout.
 ///
 /// [QEMU's reference for `guest-suspend-disk`](https://qemu.readthedocs.io/en/v10.0.2/interop/qemu-ga-ref.html#command-qapi-schema.guest-suspend-disk)
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -1028,7 +1028,7 @@ impl qmp_proto::Command for GuestSuspendDisk {
 ///
 /// Run it with a client's `run(&GuestSuspendRam)`; it returns an empty object ([`qmp_proto::command::Empty`]).
 ///
-/// QEMU sends **no reply** when it succeeds (`success-response: false`): a client waiting for one waits until its timeout.
+/// The agent sends **no reply** when it succeeds (`success-response: false`). The guest-agent session of `qmp-proto` follows it with a `guest-sync-delimited` probe and completes it with `{}` when the probe is answered or the connection ends (`qmp_proto::AGENT_NO_REPLY_COMMANDS`); otherwise it ends by the call's timeout.
 ///
 /// [QEMU's reference for `guest-suspend-ram`](https://qemu.readthedocs.io/en/v10.0.2/interop/qemu-ga-ref.html#command-qapi-schema.guest-suspend-ram)
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -1052,7 +1052,7 @@ impl qmp_proto::Command for GuestSuspendRam {
 ///
 /// Run it with a client's `run(&GuestSuspendHybrid)`; it returns an empty object ([`qmp_proto::command::Empty`]).
 ///
-/// QEMU sends **no reply** when it succeeds (`success-response: false`): a client waiting for one waits until its timeout.
+/// The agent sends **no reply** when it succeeds (`success-response: false`). The guest-agent session of `qmp-proto` follows it with a `guest-sync-delimited` probe and completes it with `{}` when the probe is answered or the connection ends (`qmp_proto::AGENT_NO_REPLY_COMMANDS`); otherwise it ends by the call's timeout.
 ///
 /// [QEMU's reference for `guest-suspend-hybrid`](https://qemu.readthedocs.io/en/v10.0.2/interop/qemu-ga-ref.html#command-qapi-schema.guest-suspend-hybrid)
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -51,6 +51,10 @@ use std::time::Duration;
 pub type Client = qmp_async::Client<Smol>;
 /// Configures and opens a [`Client`]: [`qmp_async::Builder`] on smol.
 pub type Builder = qmp_async::Builder<Smol>;
+/// A guest-agent client on this runtime: [`qmp_async::Agent`].
+pub type Agent = qmp_async::Agent<Smol>;
+/// Configures and opens an [`Agent`]: [`qmp_async::AgentBuilder`] on this runtime.
+pub type AgentBuilder = qmp_async::AgentBuilder<Smol>;
 /// The connection's background task on smol (spawned by the connect functions).
 pub type Driver = qmp_async::Driver<Smol>;
 

@@ -7,7 +7,9 @@
 
 #![deny(missing_docs)]
 
+mod agent;
 mod examples;
+pub use agent::{tcp_forwarder, AgentProxy, QemuGa, Rule, SAFE_RPCS};
 pub use examples::{example, run_example};
 
 use qmp_proto::{Config, Session, State};
@@ -386,7 +388,7 @@ fn probe_negotiation(mut stream: Box<dyn ReadWrite>, deadline: Instant) -> bool 
         match session.state() {
             State::Ready => return true,
             State::Closed => return false,
-            State::AwaitingGreeting | State::Negotiating => {}
+            State::AwaitingGreeting | State::Negotiating | State::Syncing => {}
         }
         if Instant::now() >= deadline {
             return false;

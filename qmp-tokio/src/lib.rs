@@ -67,6 +67,10 @@ use tokio::runtime::Handle;
 pub type Client = qmp_async::Client<Tokio>;
 /// Configures and opens a [`Client`]: [`qmp_async::Builder`] on tokio.
 pub type Builder = qmp_async::Builder<Tokio>;
+/// A guest-agent client on this runtime: [`qmp_async::Agent`].
+pub type Agent = qmp_async::Agent<Tokio>;
+/// Configures and opens an [`Agent`]: [`qmp_async::AgentBuilder`] on this runtime.
+pub type AgentBuilder = qmp_async::AgentBuilder<Tokio>;
 /// The connection's background task on tokio (spawned by the connect functions).
 pub type Driver = qmp_async::Driver<Tokio>;
 
