@@ -922,7 +922,7 @@ pub async fn double_greeting_and_ungreeted_close<R: TestRuntime>(rt: R) {
 
 /// A message that never closes (100,000 deep, 5,000 deep in objects, in a string, over the size
 /// limit), put into a real QEMU's output by a proxy before each of 8 replies, compact and pretty:
-/// every reply arrives well within a 2 s call timeout, and each broken message is reported once.
+/// every reply arrives within a 10 s call timeout (a stall fails the call; the margin is for loaded machines), and each broken message is reported once.
 /// Before the line rule, the first one swallowed every later reply.
 pub async fn unclosed_message_before_each_reply<R: TestRuntime>(rt: R) {
     const LIMIT: usize = 64 << 10;
@@ -932,7 +932,7 @@ pub async fn unclosed_message_before_each_reply<R: TestRuntime>(rt: R) {
         ran += 1;
         let mut config = Config::default();
         config.limits.max_message_size = LIMIT;
-        let builder = plain::<R>().config(config).timeout(Duration::from_secs(2));
+        let builder = plain::<R>().config(config).timeout(Duration::from_secs(10));
         let client = step(rt, "connect", builder.connect_unix(case.proxy.path()))
             .await
             .unwrap();
