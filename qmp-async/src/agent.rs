@@ -2,10 +2,10 @@
 
 use crate::{Builder, CallOptions, Client, Error, Runtime, Stats, Transport};
 use futures::io::{AsyncRead, AsyncWrite};
-use qmp_proto::guest_exec::{exec_pid, ExecOutput, ExecRequest, ExecStatus};
-use qmp_proto::{CloseReason, Command, Config, Greeting, Limits, ProtocolError, Version, Warning};
+use qmp_proto::guest_exec::{ExecOutput, ExecPoll, ExecRequest};
+use qmp_proto::{CloseReason, Command, Config, Greeting, Limits, Version, Warning};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::future::Future;
 use std::net::ToSocketAddrs;
 use std::path::Path;
@@ -238,32 +238,24 @@ impl<R: Runtime> Agent<R> {
         let reply = self
             .execute_timeout("guest-exec", request.arguments(), timeout)
             .await?;
-        let pid = exec_pid(&reply).map_err(|e| unexpected("guest-exec", e))?;
-        let mut pause = Duration::from_millis(5);
+        let mut poll = ExecPoll::start(request, &reply)?;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let status = self
                 .execute_timeout(
                     "guest-exec-status",
-                    json!({ "pid": pid }),
+                    poll.status_arguments(),
                     left.max(Duration::from_millis(1)),
                 )
                 .await?;
-            let status =
-                ExecStatus::from_value(&status).map_err(|e| unexpected("guest-exec-status", e))?;
-            if status.exited {
-                return status
-                    .into_output()
-                    .map_err(|e| unexpected("guest-exec-status", e));
+            if let Some(output) = poll.on_status(&status)? {
+                return Ok(output);
             }
+            let pause = poll.next_pause();
             if Instant::now() + pause >= deadline {
-                return Err(Error::Timeout {
-                    waiting_for: format!("'{}' (pid {pid} in the guest) to exit", request.path()),
-                    after: timeout,
-                });
+                return Err(poll.timed_out(timeout));
             }
             R::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 
@@ -300,12 +292,5 @@ impl<R: Runtime> Agent<R> {
     /// Closes the connection (dropping the last handle does the same).
     pub fn close(&self) {
         self.client.close()
-    }
-}
-
-fn unexpected(command: &str, e: impl std::fmt::Display) -> Error {
-    Error::Protocol {
-        command: Some(command.to_string()),
-        problem: ProtocolError::UnexpectedReply(<serde_json::Error as serde::de::Error>::custom(e)),
     }
 }

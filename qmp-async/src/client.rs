@@ -8,7 +8,7 @@ use crate::shared::{register, Inner, Slot, Wakeups};
 use crate::{Builder, Error, Runtime};
 use futures::future::{self, Either};
 use qmp_proto::command::add_fd_arguments;
-use qmp_proto::events::EventData;
+use qmp_proto::events::{EventData, TypedWait};
 use qmp_proto::{CloseReason, Command, Event, ExecuteOptions, Greeting, Warning};
 use serde::Serialize;
 use std::borrow::Cow;
@@ -362,28 +362,9 @@ impl<R: Runtime> Client<R> {
         mut matches: impl FnMut(&E) -> bool,
         timeout: Duration,
     ) -> Result<E, Error> {
-        let mut found = None;
-        self.wait_event(
-            E::NAME,
-            |e| match e.decode::<E>() {
-                Some(Ok(data)) if matches(&data) => {
-                    found = Some(Ok(data));
-                    true
-                }
-                Some(Err(error)) => {
-                    found = Some(Err(error));
-                    true
-                }
-                _ => false,
-            },
-            timeout,
-        )
-        .await?;
-        match found {
-            Some(Ok(data)) => Ok(data),
-            Some(Err(error)) => Err(Error::unexpected_event(E::NAME, error)),
-            None => Err(Error::Closed { command: None }),
-        }
+        let mut wait = TypedWait::new(&mut matches);
+        self.wait_event(E::NAME, |e| wait.check(e), timeout).await?;
+        wait.finish()
     }
 
     /// Takes every queued event, oldest first, without waiting.

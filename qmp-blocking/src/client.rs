@@ -6,7 +6,7 @@ use crate::shared::{teardown, Shared};
 use crate::slots::Slot;
 use crate::{Builder, Error};
 use qmp_proto::command::add_fd_arguments;
-use qmp_proto::events::EventData;
+use qmp_proto::events::{EventData, TypedWait};
 use qmp_proto::{CloseReason, Command, CommandId, Event, ExecuteOptions, Greeting, Warning};
 use serde::Serialize;
 use serde_json::Value;
@@ -486,27 +486,9 @@ impl Client {
         mut matches: impl FnMut(&E) -> bool,
         timeout: Duration,
     ) -> Result<E, Error> {
-        let mut found = None;
-        self.wait_event(
-            E::NAME,
-            |e| match e.decode::<E>() {
-                Some(Ok(data)) if matches(&data) => {
-                    found = Some(Ok(data));
-                    true
-                }
-                Some(Err(error)) => {
-                    found = Some(Err(error));
-                    true
-                }
-                _ => false,
-            },
-            timeout,
-        )?;
-        match found {
-            Some(Ok(data)) => Ok(data),
-            Some(Err(error)) => Err(Error::unexpected_event(E::NAME, error)),
-            None => Err(Error::Closed { command: None }),
-        }
+        let mut wait = TypedWait::new(&mut matches);
+        self.wait_event(E::NAME, |e| wait.check(e), timeout)?;
+        wait.finish()
     }
 
     /// Takes every queued event, oldest first, without waiting.

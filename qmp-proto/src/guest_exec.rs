@@ -1,6 +1,7 @@
 //! The guest agent's `guest-exec`, sans IO: the request, the decoded `guest-exec-status`, and the
-//! base64 the agent moves bytes in. The clients' `guest_exec` helpers run the loop (start the
-//! process, poll its status until it exits or the time is up); this module holds what they share.
+//! base64 the agent moves bytes in, and [`ExecPoll`], the polling loop's rules (what to send,
+//! when the output is complete, how long to pause, the timeout error). The clients' `guest_exec`
+//! helpers add only the I/O and the clock.
 //!
 //! ```
 //! use qmp_proto::guest_exec::{ExecRequest, ExecStatus};
@@ -183,6 +184,100 @@ impl ExecStatus {
             stdout_truncated: self.out_truncated,
             stderr_truncated: self.err_truncated,
         })
+    }
+}
+
+/// The polling loop of the clients' `guest_exec` helpers, without its clock or its I/O: start it
+/// from the reply to `guest-exec`, send `guest-exec-status` with [`status_arguments`] until
+/// [`on_status`] gives the output, waiting [`next_pause`] between polls, and end with
+/// [`timed_out`] when the caller's time is up. Errors name the command whose reply did not fit.
+///
+/// [`status_arguments`]: ExecPoll::status_arguments
+/// [`on_status`]: ExecPoll::on_status
+/// [`next_pause`]: ExecPoll::next_pause
+/// [`timed_out`]: ExecPoll::timed_out
+///
+/// ```
+/// use qmp_proto::guest_exec::{ExecPoll, ExecRequest};
+/// use serde_json::json;
+///
+/// let request = ExecRequest::new("/bin/true");
+/// let mut poll = ExecPoll::start(&request, &json!({"pid": 42})).unwrap();
+/// assert_eq!(poll.status_arguments(), json!({"pid": 42}));
+/// assert!(poll.on_status(&json!({"exited": false})).unwrap().is_none());
+/// assert_eq!(poll.next_pause().as_millis(), 5);
+/// let output = poll.on_status(&json!({"exited": true, "exitcode": 0})).unwrap().unwrap();
+/// assert!(output.success());
+/// ```
+#[derive(Debug)]
+pub struct ExecPoll {
+    pid: i64,
+    path: String,
+    pause: std::time::Duration,
+}
+
+impl ExecPoll {
+    /// First pause between polls; it doubles after each poll up to [`ExecPoll::MAX_PAUSE`].
+    pub const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+    /// Longest pause between polls.
+    pub const MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+    /// The loop for the process that `request` started, from the agent's reply to `guest-exec`.
+    pub fn start(request: &ExecRequest, reply: &Value) -> Result<ExecPoll, crate::Error> {
+        let pid = exec_pid(reply).map_err(|e| unexpected("guest-exec", e))?;
+        Ok(ExecPoll {
+            pid,
+            path: request.path().to_string(),
+            pause: Self::FIRST_PAUSE,
+        })
+    }
+
+    /// The process's id in the guest.
+    pub fn pid(&self) -> i64 {
+        self.pid
+    }
+
+    /// The arguments of the next `guest-exec-status`.
+    pub fn status_arguments(&self) -> Value {
+        json!({ "pid": self.pid })
+    }
+
+    /// A reply to `guest-exec-status`: the output, decoded, once the process has exited.
+    pub fn on_status(&self, reply: &Value) -> Result<Option<ExecOutput>, crate::Error> {
+        let status =
+            ExecStatus::from_value(reply).map_err(|e| unexpected("guest-exec-status", e))?;
+        if !status.exited {
+            return Ok(None);
+        }
+        status
+            .into_output()
+            .map(Some)
+            .map_err(|e| unexpected("guest-exec-status", e))
+    }
+
+    /// How long to wait before the next poll: 5 ms, doubling to 100 ms.
+    pub fn next_pause(&mut self) -> std::time::Duration {
+        let pause = self.pause;
+        self.pause = (pause * 2).min(Self::MAX_PAUSE);
+        pause
+    }
+
+    /// The error for a process that has not exited within `after` (it keeps running in the
+    /// guest).
+    pub fn timed_out(&self, after: std::time::Duration) -> crate::Error {
+        crate::Error::Timeout {
+            waiting_for: format!("'{}' (pid {} in the guest) to exit", self.path, self.pid),
+            after,
+        }
+    }
+}
+
+fn unexpected(command: &str, e: ExecReplyError) -> crate::Error {
+    crate::Error::Protocol {
+        command: Some(command.to_string()),
+        problem: crate::ProtocolError::UnexpectedReply(
+            <serde_json::Error as serde::de::Error>::custom(e),
+        ),
     }
 }
 
