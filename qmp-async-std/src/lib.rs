@@ -39,8 +39,8 @@ pub use qmp_async::{
 use async_io::Async;
 use async_std::net::TcpStream;
 use async_std::process::{Child, Command as Process, Stdio};
-use futures::future::BoxFuture;
-use futures::io::AsyncRead;
+use futures_core::future::BoxFuture;
+use futures_io::AsyncRead;
 use qmp_async::ChildProcess;
 use std::io;
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! The guest-agent client: [`Agent`] and [`AgentBuilder`].
 
 use crate::{Builder, CallOptions, Client, Error, Runtime, Stats, Transport};
-use futures::io::{AsyncRead, AsyncWrite};
+use futures_io::{AsyncRead, AsyncWrite};
 use qmp_proto::guest_exec::{ExecOutput, ExecPoll, ExecRequest};
 use qmp_proto::{CloseReason, Command, Config, Greeting, Limits, Version, Warning};
 use serde::Serialize;

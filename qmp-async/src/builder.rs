@@ -1,10 +1,10 @@
 //! Configuring and opening a connection: [`Builder`].
 
 use crate::driver::{Driver, Io};
+use crate::race::{select, Either};
 use crate::shared::{register, Inner, Shared};
 use crate::{ChildProcess, Client, Error, Runtime, Transport};
-use futures::future::{self, Either};
-use futures::io::{AsyncRead, AsyncWrite};
+use futures_io::{AsyncRead, AsyncWrite};
 use qmp_proto::{Config, Limits, Session, State};
 use std::future::Future;
 use std::marker::PhantomData;
@@ -247,8 +247,8 @@ impl<R: Runtime> Builder<R> {
         };
         let outcome = {
             let connect = std::pin::pin!(connect);
-            match future::select(connect, R::sleep(limit)).await {
-                Either::Left((outcome, _)) => outcome,
+            match select(connect, R::sleep(limit)).await {
+                Either::Left(outcome) => outcome,
                 Either::Right(_) if agent => Err(Error::AgentNotResponding {
                     transport: label.clone(),
                     after: limit,
@@ -292,7 +292,7 @@ impl<R: Runtime> Builder<R> {
 
 /// Waits until negotiation is complete; fails if the connection closes first.
 async fn ready(inner: &Inner) -> Result<qmp_proto::Greeting, Error> {
-    future::poll_fn(|cx| {
+    std::future::poll_fn(|cx| {
         let mut s = inner.lock();
         match s.session.state() {
             State::Ready if s.session.greeting().is_none() => {

@@ -4,9 +4,9 @@
 
 use crate::call::{Call, CallOptions};
 use crate::events::{EventFilter, EventStream, Events};
+use crate::race::{select, Either};
 use crate::shared::{register, Inner, Slot, Wakeups};
 use crate::{Builder, Error, Runtime};
-use futures::future::{self, Either};
 use qmp_proto::command::add_fd_arguments;
 use qmp_proto::events::{EventData, TypedWait};
 use qmp_proto::{CloseReason, Command, Event, ExecuteOptions, Greeting, Warning};
@@ -295,7 +295,7 @@ impl<R: Runtime> Client<R> {
     }
 
     /// A spawned QEMU's stderr, if its command had `stderr(Stdio::piped())`.
-    pub fn take_stderr(&self) -> Option<Box<dyn futures::io::AsyncRead + Send + Unpin>> {
+    pub fn take_stderr(&self) -> Option<Box<dyn futures_io::AsyncRead + Send + Unpin>> {
         self.inner.lock().child.as_mut()?.take_stderr()
     }
 
@@ -303,7 +303,7 @@ impl<R: Runtime> Client<R> {
     /// arrived while commands waited are kept, in order. Errors: [`Error::Timeout`], or
     /// [`Error::Disconnected`] once the connection has closed and no event is left.
     pub async fn next_event(&self, timeout: Duration) -> Result<Event, Error> {
-        let next = future::poll_fn(|cx| {
+        let next = std::future::poll_fn(|cx| {
             let mut s = self.inner.lock();
             if let Some(e) = s.events.pop() {
                 return Poll::Ready(Ok(e));
@@ -334,7 +334,7 @@ impl<R: Runtime> Client<R> {
         timeout: Duration,
     ) -> Result<Event, Error> {
         let mut from = 0;
-        let found = future::poll_fn(|cx| {
+        let found = std::future::poll_fn(|cx| {
             let mut s = self.inner.lock();
             if let Some(e) = s
                 .events
@@ -413,7 +413,7 @@ impl<R: Runtime> Client<R> {
     /// Waits until the connection is closed, and says why.
     pub fn closed(&self) -> impl Future<Output = CloseReason> + Send + 'static {
         let inner = self.inner.clone();
-        future::poll_fn(move |cx| {
+        std::future::poll_fn(move |cx| {
             let mut s = inner.lock();
             match s.session.close_reason() {
                 Some(r) => Poll::Ready(r.clone()),
@@ -539,8 +539,8 @@ impl<R: Runtime> Client<R> {
         };
         let future = std::pin::pin!(future);
         let sleep = R::sleep(deadline.saturating_duration_since(Instant::now()));
-        match future::select(future, sleep).await {
-            Either::Left((out, _)) => Ok(out),
+        match select(future, sleep).await {
+            Either::Left(out) => Ok(out),
             Either::Right(_) => Err(Error::Timeout {
                 waiting_for: what.to_string(),
                 after: limit,

@@ -15,8 +15,8 @@ use crate::shared::{Inner, Shared, Wakeups};
 use crate::transport::Transport;
 use crate::Runtime;
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::io::{AsyncRead, AsyncWrite};
+use futures_core::future::BoxFuture;
+use futures_io::{AsyncRead, AsyncWrite};
 use qmp_proto::ReadBuffer;
 use std::fmt;
 use std::future::Future;
@@ -93,7 +93,7 @@ impl Io {
 
     /// Takes the transport out (to close the socket), leaving one that reads and writes nothing.
     fn take_transport(&mut self) -> Transport {
-        let closed = Transport::new(futures::io::empty(), futures::io::sink());
+        let closed = Transport::new(crate::transport::Closed, crate::transport::Closed);
         std::mem::replace(&mut self.transport, closed)
     }
 

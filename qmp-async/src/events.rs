@@ -8,7 +8,7 @@
 //! gap.
 
 use crate::shared::{register, Inner, Wakeups};
-use futures::Stream;
+use futures_core::Stream;
 use qmp_proto::Event;
 use std::collections::VecDeque;
 use std::fmt;

@@ -38,6 +38,7 @@ mod call;
 mod client;
 mod driver;
 mod events;
+mod race;
 mod runtime;
 mod shared;
 mod transport;

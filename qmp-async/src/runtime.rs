@@ -1,8 +1,8 @@
 //! What the engine needs from an async runtime: tasks, timers, and opening connections.
 
 use crate::Transport;
-use futures::future::BoxFuture;
-use futures::io::AsyncRead;
+use futures_core::future::BoxFuture;
+use futures_io::AsyncRead;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixListener;

@@ -1,10 +1,11 @@
 //! What the engine reads from and writes to: any `futures::io` reader and writer, plus an optional
 //! hook to write bytes with file descriptors attached.
 
-use futures::io::{AsyncRead, AsyncWrite};
+use futures_io::{AsyncRead, AsyncWrite};
 use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// Writes bytes with file descriptors attached (`SCM_RIGHTS`, one `sendmsg`) on the connection's
@@ -65,5 +66,37 @@ impl fmt::Debug for Transport {
         f.debug_struct("Transport")
             .field("fd_passing", &self.fds.is_some())
             .finish()
+    }
+}
+
+/// What a driver holds once it has given its transport up to be closed: reads end at once
+/// (EOF), writes are discarded (as `futures::io::empty()` and `futures::io::sink()` do).
+pub(crate) struct Closed;
+
+impl AsyncRead for Closed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(0))
+    }
+}
+
+impl AsyncWrite for Closed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }

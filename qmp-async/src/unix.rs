@@ -7,7 +7,7 @@
 
 use crate::transport::{SendFds, Transport};
 use async_io::Async;
-use futures::io::{AsyncRead, AsyncWrite};
+use futures_io::{AsyncRead, AsyncWrite};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -34,8 +34,8 @@ pub use qmp_async::{
     Warning,
 };
 
-use futures::future::BoxFuture;
-use futures::io::AsyncRead;
+use futures_core::future::BoxFuture;
+use futures_io::AsyncRead;
 use qmp_async::ChildProcess;
 use smol::net::TcpStream;
 use smol::process::{Child, Command as Process, Stdio};

@@ -1,6 +1,6 @@
 //! tokio's `AsyncRead`/`AsyncWrite` seen through the futures-io traits the engine uses.
 
-use futures::io::{AsyncRead, AsyncWrite};
+use futures_io::{AsyncRead, AsyncWrite};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};

@@ -51,8 +51,8 @@ pub use qmp_async::{
 };
 
 use compat::Compat;
-use futures::future::BoxFuture;
-use futures::io::AsyncRead;
+use futures_core::future::BoxFuture;
+use futures_io::AsyncRead;
 use qmp_async::ChildProcess;
 use std::io;
 use std::net::SocketAddr;
@@ -125,7 +125,7 @@ impl qmp_async::Runtime for Tokio {
                 Box::pin(tokio::time::sleep(duration))
             }
             // No tokio runtime was ever entered: there is no connection to time out either.
-            None => Box::pin(futures::future::pending()),
+            None => Box::pin(std::future::pending()),
         }
     }
 

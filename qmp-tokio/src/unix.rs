@@ -7,7 +7,7 @@
 //! the readiness when the socket would block), so plain writes take the same path.
 
 use crate::compat::Compat;
-use futures::io::AsyncWrite;
+use futures_io::AsyncWrite;
 use qmp_async::{SendFds, Transport};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
