@@ -8,10 +8,13 @@
 //! - every submitted id ends exactly once: one `Reply`, or a successful `abandon` and no `Reply`;
 //!   `outstanding()` always equals submitted − answered − abandoned, and is 0 once closed;
 //! - transmits: only `qmp_capabilities` before `Ready`; each command sent at most once, never after
-//!   being abandoned in the queue; its wire id is its number (`qmp_capabilities`': the configured string); `exec-oob`
+//!   being abandoned in the queue; its wire id is a positive integer no other command in flight
+//!   holds (`qmp_capabilities`': the configured string); `exec-oob`
 //!   only with `oob` negotiated; fds as declared; at most `max_inband_in_flight` in-band commands
 //!   and one fd-bearing command in flight; a queued command is sent once nothing blocks it;
-//! - replies carry what the server sent for that id (unless raw bytes may have confused framing);
+//! - replies carry what the server sent for that command (unless raw bytes may have confused
+//!   framing, or the server answered some command with that wire id twice: the session reuses
+//!   wire ids, as QEMU never answers twice);
 //!   a `quit` that was sent succeeds at the end of the stream without a reply; a command that
 //!   fails at the close says whether it had been sent.
 #![no_main]
@@ -70,29 +73,34 @@ enum Sent {
 struct Model {
     /// Bytes written by the server and not yet delivered.
     wire: Vec<u8>,
-    /// Wire ids of commands received by the server and not answered yet, in arrival order.
-    unanswered: Vec<String>,
-    /// Wire ids answered at least once.
-    answered: Vec<String>,
-    answers: HashMap<String, Vec<Sent>>,
+    /// Commands received by the server and not answered yet, in arrival order: wire id and
+    /// arrival number (a wire id is reused, an arrival number is not).
+    unanswered: Vec<(String, u64)>,
+    /// Commands answered at least once.
+    answered: Vec<(String, u64)>,
+    /// What was answered to each arrival.
+    answers: HashMap<u64, Vec<Sent>>,
+    arrivals: u64,
     counter: u64,
     raw_used: bool,
+    /// Wire ids the server answered twice.
+    answered_twice: HashSet<String>,
 }
 
 impl Model {
-    fn take(&mut self, k: u8) -> Option<String> {
+    fn take(&mut self, k: u8) -> Option<(String, u64)> {
         if self.unanswered.is_empty() {
             return None;
         }
-        let id = self
+        let c = self
             .unanswered
             .remove(usize::from(k) % self.unanswered.len());
-        self.answered.push(id.clone());
-        Some(id)
+        self.answered.push(c.clone());
+        Some(c)
     }
 
-    fn write(&mut self, id: &str, sent: Sent, bytes: String) {
-        self.answers.entry(id.to_string()).or_default().push(sent);
+    fn write(&mut self, arrival: u64, sent: Sent, bytes: String) {
+        self.answers.entry(arrival).or_default().push(sent);
         self.wire.extend_from_slice(bytes.as_bytes());
         self.wire.extend_from_slice(b"\r\n");
     }
@@ -108,6 +116,8 @@ struct Client {
     abandoned_in_flight: bool,
     replied: HashSet<CommandId>,
     transmitted: HashSet<CommandId>,
+    /// Each transmitted command's wire id (JSON text) and arrival number at the model server.
+    wire: HashMap<CommandId, (String, u64)>,
     negotiation_sent: bool,
     closed: bool,
 }
@@ -121,14 +131,6 @@ struct Harness {
     max_inband: usize,
 }
 
-/// The JSON text of a command's wire id: `"cap"` for `qmp_capabilities` (number 0), the number
-/// for every other command.
-fn wire_id(id: CommandId) -> String {
-    match id.number() {
-        0 => format!("\"{}\"", qmp_fuzz::NEGOTIATION_ID),
-        n => n.to_string(),
-    }
-}
 
 impl Harness {
     fn options(&self, id: CommandId) -> Submit {
@@ -190,18 +192,33 @@ impl Harness {
             assert!(t.bytes.ends_with(b"\n"));
             let v: Value = serde_json::from_slice(&t.bytes).expect("transmit is JSON");
             let wid = v["id"].to_string();
-            assert_eq!(wid, wire_id(t.id), "wire id");
             let name = v["execute"]
                 .as_str()
                 .or(v["exec-oob"].as_str())
                 .expect("name");
             if name == "qmp_capabilities" {
+                assert_eq!(t.id.number(), 0);
+                assert_eq!(wid, format!("\"{}\"", qmp_fuzz::NEGOTIATION_ID), "wire id");
                 assert_eq!(self.session.state(), State::Negotiating);
                 assert!(!self.client.negotiation_sent, "qmp_capabilities sent twice");
                 self.client.negotiation_sent = true;
             } else {
                 assert_eq!(self.session.state(), State::Ready, "command before Ready");
                 let options = self.options(t.id);
+                assert!(
+                    v["id"].as_u64().is_some_and(|n| n > 0),
+                    "wire id {wid}: not a positive integer"
+                );
+                let holders = self
+                    .client
+                    .transmitted
+                    .iter()
+                    .filter(|id| {
+                        !self.client.replied.contains(id) && !self.client.abandoned.contains(id)
+                    })
+                    .filter(|id| self.client.wire[id].0 == wid)
+                    .count();
+                assert_eq!(holders, 0, "wire id {wid} held by another command in flight");
                 assert!(self.client.transmitted.insert(t.id), "sent twice");
                 assert!(
                     !self.client.abandoned_queued.contains(&t.id),
@@ -223,7 +240,12 @@ impl Harness {
                     );
                 }
             }
-            self.model.unanswered.push(wid);
+            self.model.arrivals += 1;
+            let arrival = self.model.arrivals;
+            if name != "qmp_capabilities" {
+                self.client.wire.insert(t.id, (wid.clone(), arrival));
+            }
+            self.model.unanswered.push((wid, arrival));
         }
     }
 
@@ -314,10 +336,14 @@ impl Harness {
         if self.model.raw_used {
             return;
         }
+        let (wid, arrival) = &self.client.wire[&id];
+        if self.model.answered_twice.contains(wid) {
+            return;
+        }
         let first = self
             .model
             .answers
-            .get(&wire_id(id))
+            .get(arrival)
             .and_then(|a| a.first())
             .unwrap_or_else(|| panic!("{id} answered but the server never replied"));
         match (result, first) {
@@ -384,25 +410,25 @@ impl Harness {
                 .as_bytes(),
             ),
             Op::ReplyOk(k) => {
-                if let Some(id) = m.take(k) {
+                if let Some((id, arrival)) = m.take(k) {
                     m.counter += 1;
                     let v = json!({ "n": m.counter });
                     let text = format!("{{\"return\": {v}, \"id\": {id}}}");
-                    m.write(&id, Sent::Ok(v), text);
+                    m.write(arrival, Sent::Ok(v), text);
                 }
             }
             Op::ReplyErr(k) => {
-                if let Some(id) = m.take(k) {
+                if let Some((id, arrival)) = m.take(k) {
                     m.counter += 1;
                     let desc = format!("e{}", m.counter);
                     let text = format!(
                         "{{\"id\": {id}, \"error\": {{\"class\": \"GenericError\", \"desc\": \"{desc}\"}}}}"
                     );
-                    m.write(&id, Sent::Err(desc), text);
+                    m.write(arrival, Sent::Err(desc), text);
                 }
             }
             Op::ReplyUndecodable(k, kind) => {
-                if let Some(id) = m.take(k) {
+                if let Some((id, arrival)) = m.take(k) {
                     let text = match kind % 4 {
                         1 if self.max_size <= 1 << 16 => format!(
                             "{{\"return\": \"{}\", \"id\": {id}}}",
@@ -416,14 +442,15 @@ impl Harness {
                         3 => format!("{{\"id\": {id}, \"nothing\": 1}}"),
                         _ => format!("{{\"return\": {{\"x\": inf}}, \"id\": {id}}}"),
                     };
-                    m.write(&id, Sent::Undecodable, text);
+                    m.write(arrival, Sent::Undecodable, text);
                 }
             }
             Op::ReplyAgain(k) => {
                 if !m.answered.is_empty() {
-                    let id = m.answered[usize::from(k) % m.answered.len()].clone();
+                    let (id, arrival) = m.answered[usize::from(k) % m.answered.len()].clone();
                     let text = format!("{{\"return\": {{}}, \"id\": {id}}}");
-                    m.write(&id, Sent::Ok(json!({})), text);
+                    m.answered_twice.insert(id);
+                    m.write(arrival, Sent::Ok(json!({})), text);
                 }
             }
             Op::ReplyUnknownId(k) => {

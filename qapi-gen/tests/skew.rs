@@ -29,7 +29,8 @@ fn a_newer_qemus_replies_and_events_decode_and_the_session_goes_on() {
     ]);
     let version =
         json!({"qemu": {"major": 12, "minor": 1, "micro": 0}, "package": "", "build": "x"});
-    // Line counts are cumulative: the client sends one command per line.
+    // Line counts are cumulative: the client sends one command per line. One command at a time,
+    // each carries id 1 (docs/PROTOCOL.md rule 5: ids are reused).
     let p = FaultPeer::start(vec![
         Step::Send(GREETING.to_vec()),
         Step::ReadLines(1),
@@ -39,11 +40,11 @@ fn a_newer_qemus_replies_and_events_decode_and_the_session_goes_on() {
         Step::Send(b"{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"id\": \"j0\", \"status\": \"hibernating\", \"why\": \"new\"}, \"timestamp\": {\"seconds\": 1, \"microseconds\": 3}}\r\n".to_vec()),
         reply(1, status.clone()),
         Step::ReadLines(3),
-        reply(2, cpus.clone()),
+        reply(1, cpus.clone()),
         Step::ReadLines(4),
-        reply(3, schema.clone()),
+        reply(1, schema.clone()),
         Step::ReadLines(5),
-        reply(4, version),
+        reply(1, version),
         Step::ReadLines(6),
     ]);
     let client = Client::builder()

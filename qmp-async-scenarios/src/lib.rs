@@ -637,10 +637,12 @@ pub async fn call_timeout_discards_late_reply<R: TestRuntime>(rt: R) {
         Step::Sleep(Duration::from_millis(300)),
         Step::Send(reply(1, json!({"late": true}))),
         Step::ReadLines(3),
+        // Id 1 is still held by the abandoned command when the second is sent.
         Step::Send(reply(2, json!({"n": 2}))),
         Step::ReadLines(4),
         Step::Sleep(Duration::from_millis(300)),
-        Step::Send(reply(3, json!({"n": 3}))),
+        // The late reply freed id 1, so the third command reuses it.
+        Step::Send(reply(1, json!({"n": 3}))),
         Step::ReadLines(5),
     ]);
     let peer = FaultPeer::start(script);

@@ -68,7 +68,8 @@ fn an_oversize_reply_fails_its_command_only() {
         Step::ReadLines(2),
         Step::Send(big),
         Step::ReadLines(3),
-        Step::Send(b"{\"return\": {\"ok\": true}, \"id\": 2}\r\n".to_vec()),
+        // One call at a time: every command carries id 1 (ids are reused).
+        Step::Send(b"{\"return\": {\"ok\": true}, \"id\": 1}\r\n".to_vec()),
         Step::ReadLines(4),
     ]);
     let mut cfg = config();
@@ -95,9 +96,9 @@ fn garbage_is_skipped_and_reported_and_a_non_json_reply_fails_its_command() {
         Step::ReadLines(2),
         Step::Send(b"garbage!! ]]\r\n{\"return\": {}, \"id\": 1}\r\n".to_vec()),
         Step::ReadLines(3),
-        Step::Send(b"{\"return\": {\"x\": inf}, \"id\": 2}\r\n".to_vec()),
+        Step::Send(b"{\"return\": {\"x\": inf}, \"id\": 1}\r\n".to_vec()),
         Step::ReadLines(4),
-        Step::Send(b"{\"return\": 7, \"id\": 3}\r\n".to_vec()),
+        Step::Send(b"{\"return\": 7, \"id\": 1}\r\n".to_vec()),
         Step::ReadLines(5),
     ]);
     let c = connect(&p, config());

@@ -210,12 +210,19 @@ fn a_timed_out_command_is_abandoned_and_the_connection_goes_on() {
         .status()
         .unwrap()
         .success());
-    // The late reply is discarded; the next call gets its own reply.
+    // The late reply is discarded; the next call gets its own reply. (Wire ids are reused, but
+    // the abandoned command holds id 1 until its late reply: the next call is sent with id 2. Had
+    // it reused id 1, it would get query-version's late reply.)
     let e = c
         .execute("blockdev-del", json!({"node-name": "after"}))
         .unwrap_err();
     assert!(e.qmp_error().unwrap().desc.contains("'after'"));
     assert_eq!(c.stats().session.discarded_replies, 1);
+    // Id 1 is free again once the late reply came.
+    let e = c
+        .execute("blockdev-del", json!({"node-name": "later"}))
+        .unwrap_err();
+    assert!(e.qmp_error().unwrap().desc.contains("'later'"));
 }
 
 #[test]

@@ -555,16 +555,18 @@ pub(crate) fn agent_commands(guest_info: &Value) -> Value {
 pub(crate) mod tests {
     use super::*;
 
-    /// The `query-qmp-schema` reply captured from qemu-storage-daemon 10.0.2 (id `4` in
-    /// qmp-proto/tests/captures/qsd-compact.client.jsonl).
+    /// The `query-qmp-schema` reply captured from qemu-storage-daemon 10.0.2 (the 4th command in
+    /// qmp-proto/tests/captures/qsd-compact.client.jsonl; the only reply whose `return` is an
+    /// array of objects with `meta-type`).
     pub(crate) fn qsd_schema() -> Schema {
         let bytes = include_bytes!("../../qmp-proto/tests/captures/qsd-compact.server.bin");
         let text = std::str::from_utf8(bytes).unwrap();
-        let line = text
+        let msg: Value = text
             .split("\r\n")
-            .find(|l| l.ends_with("\"id\": 4}"))
-            .expect("the capture holds the reply with id 4");
-        let msg: Value = serde_json::from_str(line).unwrap();
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|m| m["return"][0]["meta-type"].is_string())
+            .expect("the capture holds the query-qmp-schema reply");
         Schema::from_value(&msg["return"]).unwrap()
     }
 

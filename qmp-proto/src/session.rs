@@ -86,7 +86,10 @@ use std::hash::{BuildHasher, Hasher};
 use std::os::fd::OwnedFd;
 
 mod agent;
+mod wire_ids;
+
 pub use agent::AGENT_NO_REPLY_COMMANDS;
+use wire_ids::WireIds;
 
 /// Most file descriptors one command may carry (QEMU's `TCP_MAX_FDS`).
 pub const MAX_FDS_PER_COMMAND: usize = 16;
@@ -96,9 +99,10 @@ pub const MAX_FDS_PER_COMMAND: usize = 16;
 pub struct CommandId(u64);
 
 impl CommandId {
-    /// The command's number, which is also its id on the wire (`"id":1`, docs/PROTOCOL.md rule 5).
-    /// Commands are numbered from 1 in the order they were submitted; `qmp_capabilities`, sent by
-    /// the session itself with a random string id, is number 0.
+    /// The command's number: commands are numbered from 1 in the order they were submitted, and
+    /// a number is never reused within a session; `qmp_capabilities`, sent by the session itself
+    /// with a random string id, is number 0. This is not the id on the wire: that is the smallest
+    /// integer no other outstanding command holds, so it is reused (docs/PROTOCOL.md rule 5).
     pub fn number(self) -> u64 {
         self.0
     }
@@ -472,6 +476,8 @@ enum Owner {
 
 #[derive(Debug)]
 struct Entry {
+    /// Its id on the wire, held until its reply arrives.
+    wire: u64,
     oob: bool,
     /// Whether it carries descriptors (rule 12: one such command in flight).
     with_fds: bool,
@@ -518,6 +524,8 @@ pub struct Session {
     /// The id `qmp_capabilities` is sent with.
     negotiation_id: String,
     next_id: u64,
+    /// The ids commands carry on the wire.
+    wire_ids: WireIds,
     encode_buf: BytesMut,
     entries: HashMap<u64, Entry>,
     abandoned: usize,
@@ -586,6 +594,7 @@ impl Session {
             oob_enabled: false,
             negotiation_id,
             next_id: 1,
+            wire_ids: WireIds::new(agent.is_none()),
             encode_buf: BytesMut::new(),
             entries: HashMap::new(),
             abandoned: 0,
@@ -622,8 +631,8 @@ impl Session {
         self.oob_enabled
     }
 
-    /// The id this session sends with `qmp_capabilities` (commands are sent with their
-    /// [number](CommandId::number) as id). Every reply that arrives before the reply with this id is
+    /// The id this session sends with `qmp_capabilities` (commands are sent with small integer
+    /// ids, reused once answered: docs/PROTOCOL.md rule 5). Every reply that arrives before the reply with this id is
     /// a stale reply to an earlier connection's command and is dropped (docs/PROTOCOL.md, rule 5).
     pub fn negotiation_id(&self) -> &str {
         &self.negotiation_id
@@ -705,11 +714,19 @@ impl Session {
             }
         }
         let number = self.next_id;
-        let bytes = self.encode(name, arguments, options.oob, number)?;
+        let wire = self.wire_ids.take(number);
+        let bytes = match self.encode(name, arguments, options.oob, wire) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.wire_ids.release(wire);
+                return Err(e.into());
+            }
+        };
         self.next_id += 1;
         self.entries.insert(
             number,
             Entry {
+                wire,
                 oob: options.oob,
                 with_fds: !options.fds.is_empty(),
                 quit: name == "quit" && self.agent.is_none(),
@@ -730,13 +747,13 @@ impl Session {
         name: &str,
         arguments: &A,
         oob: bool,
-        number: u64,
+        wire: u64,
     ) -> Result<Bytes, EncodeError> {
         let text = CommandText {
             name,
             arguments,
             oob,
-            id: WireId::Number(number),
+            id: WireId::Number(wire),
         };
         let limits = &self.config.limits;
         encode_command(
@@ -757,8 +774,10 @@ impl Session {
         };
         match entry.phase {
             Phase::Queued(..) => {
-                // Its queue slot is skipped when reached.
+                // Its queue slot is skipped when reached; never sent, so its id is free.
+                let wire = entry.wire;
                 self.entries.remove(&id.0);
+                self.wire_ids.release(wire);
                 self.agent_abandon_queued();
                 true
             }
@@ -979,9 +998,9 @@ impl Session {
     /// ids are their numbers.
     fn owner(&self, id: &Value) -> Owner {
         match self.state {
-            State::Ready => match id.as_u64() {
-                Some(n) if n > 0 => Owner::Command(n),
-                _ => Owner::Nobody,
+            State::Ready => match id.as_u64().and_then(|wire| self.wire_ids.holder(wire)) {
+                Some(n) => Owner::Command(n),
+                None => Owner::Nobody,
             },
             State::Negotiating
                 if matches!(self.negotiation, Some((_, None)))
@@ -1060,7 +1079,8 @@ impl Session {
         self.outputs.push_back(Output::Ready);
         if !self.oob_enabled {
             for n in std::mem::take(&mut self.oob_queue) {
-                if self.entries.remove(&n).is_some() {
+                if let Some(entry) = self.entries.remove(&n) {
+                    self.wire_ids.release(entry.wire);
                     self.outputs.push_back(Output::Reply {
                         id: CommandId(n),
                         result: Err(CommandError::OobNotNegotiated),
@@ -1089,6 +1109,7 @@ impl Session {
         let Some(entry) = self.entries.remove(&n) else {
             return false;
         };
+        self.wire_ids.release(entry.wire);
         if !entry.oob {
             self.inband_in_flight -= 1;
         }
@@ -1167,6 +1188,7 @@ impl Session {
             });
         }
         self.abandoned = 0;
+        self.wire_ids.clear();
         self.inband_queue.clear();
         self.oob_queue.clear();
         self.inband_in_flight = 0;

@@ -278,6 +278,9 @@ fn replay(cap: &Capture, chunk: usize, inject: &[u8]) {
     assert!(s.poll_transmit().is_none());
     let cap0 = messages.iter().position(|m| m["id"] == "cap").unwrap();
     feed_through(&mut s, cap0);
+    // Every command carries id 1 (one at a time, the smallest free id): each reply is the first
+    // message with the command's id after the previous reply.
+    let mut last_reply = cap0;
     assert_eq!(outputs(&mut s), [Output::Ready]);
     assert_eq!(s.oob_enabled(), compact);
 
@@ -297,7 +300,13 @@ fn replay(cap: &Capture, chunk: usize, inject: &[u8]) {
             s.receive(c);
         }
         // Everything up to this command's reply: the events before it, then the reply.
-        let reply_at = messages.iter().position(|m| m["id"] == cmd.id).unwrap();
+        let reply_at = last_reply
+            + 1
+            + messages[last_reply + 1..]
+                .iter()
+                .position(|m| m["id"] == cmd.id)
+                .unwrap();
+        last_reply = reply_at;
         let expected = feed_through(&mut s, reply_at);
         let mut out = outputs(&mut s);
         if !inject.is_empty() {

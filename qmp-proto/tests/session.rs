@@ -1571,3 +1571,140 @@ fn descriptors_travel_with_their_command_and_close_when_it_never_goes() {
     s.close();
     assert!(is_closed(&mut closed_end));
 }
+
+/// The id of each line sent, as JSON text.
+fn ids(lines: &[String]) -> Vec<String> {
+    lines.iter().map(|l| wire_id(l)).collect()
+}
+
+#[test]
+fn one_command_at_a_time_always_sends_id_1() {
+    // docs/PROTOCOL.md rule 5, "Ids are reused": the smallest id no command holds.
+    let mut s = ready(false, GREETING_PLAIN);
+    let mut numbers = Vec::new();
+    for k in 0..12 {
+        let id = s.execute("query-version", &()).unwrap();
+        assert_eq!(
+            sent(&mut s),
+            ["{\"execute\":\"query-version\",\"id\":1}\n"],
+            "command {k}"
+        );
+        s.receive(&ret("1", json!({ "k": k })));
+        assert_eq!(
+            outputs(&mut s),
+            [Output::Reply {
+                id,
+                result: Ok(json!({ "k": k }))
+            }]
+        );
+        numbers.push(id.number());
+    }
+    // The caller's ids stay unique: only the wire id is reused.
+    assert_eq!(numbers, (1..=12).collect::<Vec<u64>>());
+}
+
+#[test]
+fn concurrent_commands_hold_distinct_ids_and_a_freed_id_is_reused_smallest_first() {
+    let mut s = ready(false, GREETING_PLAIN);
+    let a = s.execute("a", &()).unwrap();
+    let b = s.execute("b", &()).unwrap();
+    let c = s.execute("c", &()).unwrap();
+    assert_eq!(ids(&sent(&mut s)), ["1", "2", "3"]);
+    s.receive(&ret("2", json!("b")));
+    s.receive(&ret("1", json!("a")));
+    let d = s.execute("d", &()).unwrap();
+    let e = s.execute("e", &()).unwrap();
+    let f = s.execute("f", &()).unwrap();
+    assert_eq!(ids(&sent(&mut s)), ["1", "2", "4"]);
+    for (wire, v) in [("3", "c"), ("1", "d"), ("4", "f"), ("2", "e")] {
+        s.receive(&ret(wire, json!(v)));
+    }
+    let got: Vec<(CommandId, Value)> = outputs(&mut s)
+        .iter()
+        .map(|o| {
+            let (id, r) = reply_of(o);
+            (id, r.clone().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (b, json!("b")),
+            (a, json!("a")),
+            (c, json!("c")),
+            (d, json!("d")),
+            (f, json!("f")),
+            (e, json!("e")),
+        ]
+    );
+    assert_eq!(s.outstanding(), 0);
+}
+
+#[test]
+fn an_abandoned_command_holds_its_id_until_its_late_reply() {
+    let mut s = ready(false, GREETING_PLAIN);
+    let slow = s.execute("slow", &()).unwrap();
+    assert_eq!(ids(&sent(&mut s)), ["1"]);
+    assert!(s.abandon(slow));
+    // Id 1 may still be answered: the next command must not take it.
+    let next = s.execute("next", &()).unwrap();
+    assert_eq!(ids(&sent(&mut s)), ["2"]);
+    s.receive(&ret("1", json!("late")));
+    assert!(outputs(&mut s).is_empty(), "the late reply is discarded");
+    assert_eq!(s.stats().discarded_replies, 1);
+    s.receive(&ret("2", json!("mine")));
+    assert_eq!(
+        outputs(&mut s),
+        [Output::Reply {
+            id: next,
+            result: Ok(json!("mine"))
+        }]
+    );
+    // The late reply freed id 1.
+    s.execute("again", &()).unwrap();
+    assert_eq!(ids(&sent(&mut s)), ["1"]);
+}
+
+#[test]
+fn a_finished_command_id_names_nothing_when_its_wire_id_is_reused() {
+    let mut s = ready(false, GREETING_PLAIN);
+    let old = s.execute("old", &()).unwrap();
+    sent(&mut s);
+    s.receive(&ret("1", json!("old")));
+    outputs(&mut s);
+    let new = s.execute("new", &()).unwrap();
+    assert_eq!(ids(&sent(&mut s)), ["1"]);
+    assert_ne!(old, new);
+    // A caller that gives up on a command already answered does not touch the new one.
+    assert!(!s.abandon(old));
+    s.receive(&ret("1", json!("new")));
+    assert_eq!(
+        outputs(&mut s),
+        [Output::Reply {
+            id: new,
+            result: Ok(json!("new"))
+        }]
+    );
+}
+
+#[test]
+fn a_queued_command_abandoned_unsent_frees_its_id() {
+    let mut s = Session::new(config(false));
+    let first = s.execute("first", &()).unwrap();
+    let second = s.execute("second", &()).unwrap();
+    assert!(s.abandon(first));
+    s.receive(GREETING_PLAIN);
+    answer_negotiation(&mut s);
+    outputs(&mut s);
+    // `second` was given id 2 when submitted; id 1 is free again for the next one.
+    s.execute("third", &()).unwrap();
+    assert_eq!(ids(&sent(&mut s)), ["2", "1"]);
+    s.receive(&ret("2", json!(2)));
+    assert_eq!(
+        outputs(&mut s),
+        [Output::Reply {
+            id: second,
+            result: Ok(json!(2))
+        }]
+    );
+}

@@ -27,8 +27,8 @@ pub const ALL: [Kind; 9] = [
 pub enum Kind {
     /// `{"execute":"query-version","id":1}` over a std `UnixStream`: the baseline.
     Raw,
-    /// The bytes our clients send (`"id":10001` and onwards: a counter from 1, past the warm-up),
-    /// over a std `UnixStream`.
+    /// The bytes our clients send (ids reused, smallest first: `"id":1` one at a time, `1`..=`n`
+    /// for `n` together), over a std `UnixStream`.
     RawOurBytes,
     Blocking,
     Smol,
@@ -76,7 +76,7 @@ impl Kind {
     /// Whether its wire ids are a counter whose length grows with use (warmed up before
     /// measuring, so all have as many digits throughout).
     pub fn counts_ids(self) -> bool {
-        !matches!(self, Kind::Raw | Kind::QapiBlocking)
+        !matches!(self, Kind::Raw | Kind::RawOurBytes | Kind::QapiBlocking) && !self.is_ours()
     }
 
     pub fn is_ours(self) -> bool {
@@ -110,13 +110,7 @@ impl Kind {
         Ok(match self {
             Kind::Raw => Box::new(Raw::connect(path, IdStyle::One).map_err(|x| e(&x))?),
             Kind::RawOurBytes => Box::new(
-                Raw::connect(
-                    path,
-                    IdStyle::Ours {
-                        counter: crate::WARM_UP,
-                    },
-                )
-                .map_err(|x| e(&x))?,
+                Raw::connect(path, IdStyle::Reused).map_err(|x| e(&x))?,
             ),
             Kind::Blocking => Box::new(Blocking(
                 qmp_blocking::Client::connect_unix(path).map_err(|x| e(&x))?,
@@ -215,10 +209,9 @@ fn timed(f: impl FnOnce()) -> Duration {
 
 enum IdStyle {
     One,
-    /// 4 letters and a counter, as qmp-proto's sessions make them.
-    Ours {
-        counter: u64,
-    },
+    /// As qmp-proto's sessions make them: the smallest id no command in flight holds, so `1`
+    /// for one command at a time and `1`..=`n` for `n` written together (docs/PROTOCOL.md rule 5).
+    Reused,
 }
 
 struct Raw {
@@ -259,17 +252,14 @@ impl Raw {
         Ok(())
     }
 
-    fn push_command(&mut self) {
+    /// The `k`-th (from 1) of the commands written together.
+    fn push_command(&mut self, k: usize) {
         match &mut self.ids {
             IdStyle::One => self
                 .batch
                 .extend_from_slice(b"{\"execute\":\"query-version\",\"id\":1}\n"),
-            IdStyle::Ours { counter } => {
-                *counter += 1;
-                let _ = writeln!(
-                    self.batch,
-                    "{{\"execute\":\"query-version\",\"id\":{counter}}}"
-                );
+            IdStyle::Reused => {
+                let _ = writeln!(self.batch, "{{\"execute\":\"query-version\",\"id\":{k}}}");
             }
         }
     }
@@ -277,8 +267,8 @@ impl Raw {
     /// `n` commands written with one `write`, then `n` replies read.
     fn round_trips(&mut self, n: usize) {
         self.batch.clear();
-        for _ in 0..n {
-            self.push_command();
+        for k in 1..=n {
+            self.push_command(k);
         }
         self.writer.write_all(&self.batch).expect("raw write");
         for _ in 0..n {

@@ -21,8 +21,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Commands every id-counting contender runs before measuring, so that its ids have five digits
-/// throughout, as the raw loop with our bytes does (it starts its counter here).
+/// Commands every peer whose ids are a growing counter runs before measuring, so that its ids
+/// have five digits throughout (our clients reuse ids and need no warm-up).
 pub const WARM_UP: u64 = 10_000;
 
 struct Plan {
@@ -179,7 +179,7 @@ fn run(plan: &Plan) {
         .map(|(k, kind)| kind.connect(&daemon.socket(k), &Arc::new(tokio_runtime())))
         .collect();
     for (kind, c) in ALL.iter().zip(&mut clients) {
-        if kind.counts_ids() && *kind != Kind::RawOurBytes {
+        if kind.counts_ids() {
             let batches = WARM_UP as usize / plan.batch;
             if c.pipelined(plan.batch, batches).is_none() {
                 let each = WARM_UP as usize / plan.callers;

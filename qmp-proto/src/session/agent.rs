@@ -203,6 +203,9 @@ impl Session {
     /// An in-flight command was abandoned (the caller's timeout): forget it and sync again.
     pub(super) fn agent_abandon_in_flight(&mut self, n: u64) {
         if let Some(entry) = self.entries.remove(&n) {
+            // Its late reply, if any, comes before the sync's and is dropped as stale (the agent
+            // answers in order), so its id is free at once.
+            self.wire_ids.release(entry.wire);
             if !entry.oob {
                 self.inband_in_flight -= 1;
             }
