@@ -265,12 +265,31 @@ mod group {
     }
 }
 
+/// `decode interleaved [INPUT...]`: only the interleaved runs (the figures to compare).
 /// `decode callgrind INPUT MODE CHUNK`: one pass of `floor` or `decoder` (at `CHUNK`-byte pieces)
 /// over INPUT (`qsd-compact`, `system-pretty` or `events-10k`), for
 /// `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measured*'`: instruction
 /// counts do not depend on the machine's load. Without these arguments, criterion's run.
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "interleaved") {
+        // Only the interleaved runs, for the inputs named (default: all three).
+        for name in ["qsd-compact", "system-pretty", "events-100k"] {
+            if args.len() == 1 || args[1..].iter().any(|a| a == name) {
+                let stream = match name {
+                    "events-100k" => events(100_000),
+                    name => capture(name),
+                };
+                interleaved(
+                    name,
+                    &stream,
+                    &split(&stream),
+                    &mut Decoder::new(&Limits::default()),
+                );
+            }
+        }
+        return;
+    }
     if let [cmd, input, mode, chunk] = args.as_slice() {
         if cmd == "callgrind" {
             let stream = match input.as_str() {
