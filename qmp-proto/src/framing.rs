@@ -175,6 +175,7 @@ impl Framer {
     }
 
     /// Scans `chunk`, calling `emit` for every frame that completes in it, in stream order.
+    #[inline]
     pub(crate) fn feed(&mut self, chunk: &[u8], emit: &mut dyn FnMut(Frame<'_>)) {
         // Tiny reads (QEMU flushes pretty output line by line; a byte-at-a-time transport) mostly
         // fall inside a message and complete nothing: those bytes take the short path.
@@ -225,6 +226,7 @@ impl Framer {
     }
 
     /// `feed` for any chunk.
+    #[inline(never)]
     fn feed_any(&mut self, chunk: &[u8], emit: &mut dyn FnMut(Frame<'_>)) {
         let mut i = 0;
         // Start, within `chunk`, of the current message's bytes that are not yet in `buf`.
