@@ -20,7 +20,7 @@
 #![allow(clippy::unwrap_used)]
 
 use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use qmp_proto::{Decoder, Limits};
 use serde_json::Value;
 use std::hint::black_box;
@@ -264,4 +264,54 @@ mod group {
         targets = super::benches
     }
 }
-criterion_main!(group::decoding);
+
+/// `decode interleaved [INPUT...]`: only the interleaved runs (the figures to compare).
+/// `decode callgrind INPUT MODE CHUNK`: one pass of `floor` or `decoder` (at `CHUNK`-byte pieces)
+/// over INPUT (`qsd-compact`, `system-pretty` or `events-10k`), for
+/// `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measured*'`: instruction
+/// counts do not depend on the machine's load. Without these arguments, criterion's run.
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "interleaved") {
+        // Only the interleaved runs, for the inputs named (default: all three).
+        for name in ["qsd-compact", "system-pretty", "events-100k"] {
+            if args.len() == 1 || args[1..].iter().any(|a| a == name) {
+                let stream = match name {
+                    "events-100k" => events(100_000),
+                    name => capture(name),
+                };
+                interleaved(
+                    name,
+                    &stream,
+                    &split(&stream),
+                    &mut Decoder::new(&Limits::default()),
+                );
+            }
+        }
+        return;
+    }
+    if let [cmd, input, mode, chunk] = args.as_slice() {
+        if cmd == "callgrind" {
+            let stream = match input.as_str() {
+                "events-10k" => events(10_000),
+                name => capture(name),
+            };
+            let messages = split(&stream);
+            let n = measured(mode, &stream, &messages, chunk.parse().unwrap());
+            assert_eq!(n, messages.len());
+            return;
+        }
+    }
+    group::decoding();
+    Criterion::default().configure_from_args().final_summary();
+}
+
+/// The pass `main` runs under callgrind; not inlined, so that callgrind can count it alone.
+#[inline(never)]
+fn measured(mode: &str, stream: &[u8], messages: &[&[u8]], chunk: usize) -> usize {
+    match mode {
+        "floor" => floor(messages),
+        "decoder" => decode(&mut Decoder::new(&Limits::default()), stream, chunk),
+        _ => panic!("mode: floor or decoder"),
+    }
+}

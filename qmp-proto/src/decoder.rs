@@ -203,13 +203,15 @@ fn decode_message(bytes: &[u8], max_depth: usize) -> Result<ServerMessage, Decod
         skipper.scan(bytes);
         skipper.into_id()
     };
-    match json::parse(bytes, max_depth) {
-        Ok(Value::Object(obj)) => {
-            let id = obj.get("id").cloned();
-            ServerMessage::from_object(obj).map_err(|reason| DecodeError::NotQmp { reason, id })
+    match json::parse_envelope(bytes, max_depth) {
+        Ok(Some(mut envelope)) => {
+            ServerMessage::from_envelope(&mut envelope).map_err(|reason| DecodeError::NotQmp {
+                reason,
+                id: envelope.into_id(),
+            })
         }
         // The framer only delivers text starting with '{', so this is unreachable in practice.
-        Ok(_) => Err(DecodeError::Garbage { len: bytes.len() }),
+        Ok(None) => Err(DecodeError::Garbage { len: bytes.len() }),
         Err(error) => Err(DecodeError::Malformed {
             error,
             id: recover_id(),

@@ -175,7 +175,59 @@ impl Framer {
     }
 
     /// Scans `chunk`, calling `emit` for every frame that completes in it, in stream order.
+    #[inline]
     pub(crate) fn feed(&mut self, chunk: &[u8], emit: &mut dyn FnMut(Frame<'_>)) {
+        // Tiny reads (QEMU flushes pretty output line by line; a byte-at-a-time transport) mostly
+        // fall inside a message and complete nothing: those bytes take the short path.
+        let done = if chunk.len() < 8 {
+            self.feed_inside(chunk)
+        } else {
+            0
+        };
+        if done < chunk.len() {
+            self.feed_any(&chunk[done..], emit);
+        }
+    }
+
+    /// Takes the bytes at the start of `chunk` that continue the current message without
+    /// completing anything: no bracket at the start of a line, no close of the message, no limit
+    /// reached. Returns how many it took; the rest goes through `feed_any`, which, as the framer
+    /// does not depend on where chunks end, treats it as a chunk of its own.
+    #[inline]
+    fn feed_inside(&mut self, chunk: &[u8]) -> usize {
+        if !matches!(self.phase, Phase::Message) {
+            return 0;
+        }
+        for (i, &b) in chunk.iter().enumerate() {
+            if self.buf.len() >= self.max_size || (self.after_lf && (b == b'{' || b == b'}')) {
+                return i;
+            }
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+            } else {
+                match b {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' if self.depth < self.max_depth => self.depth += 1,
+                    b'}' | b']' if self.depth > 1 => self.depth -= 1,
+                    b'{' | b'[' | b'}' | b']' => return i,
+                    _ => {}
+                }
+            }
+            self.buf.push(b);
+            self.after_lf = b == b'\n';
+        }
+        chunk.len()
+    }
+
+    /// `feed` for any chunk.
+    #[inline(never)]
+    fn feed_any(&mut self, chunk: &[u8], emit: &mut dyn FnMut(Frame<'_>)) {
         let mut i = 0;
         // Start, within `chunk`, of the current message's bytes that are not yet in `buf`.
         let mut seg_start = 0;

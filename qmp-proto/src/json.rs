@@ -5,7 +5,9 @@
 //! peer could crash the caller's thread. This parser keeps its own stack of open containers on the heap.
 //! It accepts exactly RFC 8259 JSON; QEMU's non-JSON numbers (`inf`, `nan`) are errors.
 
+use crate::message::{Envelope, Timestamp};
 use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why a byte sequence is not valid JSON.
@@ -55,6 +57,73 @@ pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> 
         return Err(p.err("trailing characters after the value"));
     }
     Ok(v)
+}
+
+/// Parses one message (with optional surrounding whitespace) that nests at most `max_depth` deep,
+/// as [`parse`] does, but without building its top-level object: the members that classify a QMP
+/// message go into an [`Envelope`] as they are read, and the others are checked and dropped.
+/// `Ok(None)`: valid JSON, but not an object. Errors are exactly those of [`parse`].
+pub(crate) fn parse_envelope(
+    bytes: &[u8],
+    max_depth: usize,
+) -> Result<Option<Envelope>, JsonError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| JsonError {
+        offset: e.valid_up_to(),
+        reason: "invalid UTF-8",
+    })?;
+    let mut p = Parser {
+        text,
+        bytes,
+        pos: 0,
+    };
+    p.skip_ws();
+    let envelope = if p.peek() == Some(b'{') {
+        p.pos += 1;
+        if max_depth == 0 {
+            return Err(p.err("nesting too deep"));
+        }
+        let mut envelope = Envelope::default();
+        p.skip_ws();
+        if p.peek() == Some(b'}') {
+            p.pos += 1;
+        } else {
+            loop {
+                let key = p.key_ref()?;
+                let stamp = if key == "timestamp" && max_depth >= 2 {
+                    p.timestamp()
+                } else {
+                    None
+                };
+                match stamp {
+                    Some(stamp) => envelope.set_timestamp(stamp),
+                    // The same depth check as for a container inside the top-level object in
+                    // `value`.
+                    None => envelope.set(&key, p.value(max_depth - 1)?),
+                }
+                p.skip_ws();
+                match p.peek() {
+                    Some(b',') => {
+                        p.pos += 1;
+                        p.skip_ws();
+                    }
+                    Some(b'}') => {
+                        p.pos += 1;
+                        break;
+                    }
+                    _ => return Err(p.err("expected ',' or '}' in object")),
+                }
+            }
+        }
+        Some(envelope)
+    } else {
+        p.value(max_depth)?;
+        None
+    };
+    p.skip_ws();
+    if p.pos != bytes.len() {
+        return Err(p.err("trailing characters after the value"));
+    }
+    Ok(envelope)
 }
 
 impl<'a> Parser<'a> {
@@ -177,10 +246,15 @@ impl<'a> Parser<'a> {
 
     /// A member name and its colon.
     fn key(&mut self) -> Result<String, JsonError> {
+        self.key_ref().map(Cow::into_owned)
+    }
+
+    /// A member name and its colon, borrowed from the message when it has no escapes.
+    fn key_ref(&mut self) -> Result<Cow<'a, str>, JsonError> {
         if self.peek() != Some(b'"') {
             return Err(self.err("expected a member name"));
         }
-        let k = self.string()?;
+        let k = self.string_ref()?;
         self.expect(b':', "expected ':' after member name")?;
         Ok(k)
     }
@@ -192,6 +266,72 @@ impl<'a> Parser<'a> {
         } else {
             Err(self.err("invalid literal"))
         }
+    }
+
+    /// An event timestamp as QEMU writes it, `{"seconds": S, "microseconds": U}` (integers of at
+    /// most 18 digits, not `-0`), read without building its object. Anything else (another
+    /// order, other members, escapes, other numbers) returns `None` with nothing consumed, for
+    /// `value` to read as any other value.
+    fn timestamp(&mut self) -> Option<Timestamp> {
+        let start = self.pos;
+        let stamp = self.timestamp_members();
+        if stamp.is_none() {
+            self.pos = start;
+        }
+        stamp
+    }
+
+    fn timestamp_members(&mut self) -> Option<Timestamp> {
+        let member = |p: &mut Self, name: &[u8], end: u8| {
+            p.skip_ws();
+            p.bytes[p.pos..].starts_with(name).then_some(())?;
+            p.pos += name.len();
+            p.skip_ws();
+            (p.peek() == Some(b':')).then_some(())?;
+            p.pos += 1;
+            p.skip_ws();
+            let n = p.small_int()?;
+            p.skip_ws();
+            (p.peek() == Some(end)).then_some(())?;
+            p.pos += 1;
+            Some(n)
+        };
+        self.skip_ws();
+        (self.peek() == Some(b'{')).then_some(())?;
+        self.pos += 1;
+        let seconds = member(self, b"\"seconds\"", b',')?;
+        let microseconds = member(self, b"\"microseconds\"", b'}')?;
+        Some(Timestamp {
+            seconds,
+            microseconds,
+        })
+    }
+
+    /// A JSON integer of 1 to 18 digits other than `-0`, followed by a byte that cannot continue
+    /// a number.
+    fn small_int(&mut self) -> Option<i64> {
+        let negative = self.peek() == Some(b'-');
+        let start = self.pos + usize::from(negative);
+        let digits = self.bytes[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let end = start + digits;
+        if digits == 0
+            || digits > 18
+            || (digits > 1 && self.bytes[start] == b'0')
+            || matches!(self.bytes.get(end), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        let n = self.bytes[start..end]
+            .iter()
+            .fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
+        if negative && n == 0 {
+            return None;
+        }
+        self.pos = end;
+        Some(if negative { -n } else { n })
     }
 
     fn digits(&mut self) -> usize {
@@ -237,6 +377,21 @@ impl<'a> Parser<'a> {
                 return Err(self.err("invalid number"));
             }
         }
+        let int_len = self.pos - int_start;
+        if integral && int_len <= 18 {
+            // At most 18 digits fit both u64 and i64 (timestamps, sizes, ids): summed here rather
+            // than through `str::parse`. `-0` is left to the float path below.
+            let n = self.bytes[int_start..self.pos]
+                .iter()
+                .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            if !negative {
+                return Ok(Value::Number(n.into()));
+            }
+            if n != 0 {
+                // n < 10^18 < 2^63, so the cast is exact.
+                return Ok(Value::Number((-(n as i64)).into()));
+            }
+        }
         // Only ASCII digits and signs were accepted above, so this cannot fail.
         let text = std::str::from_utf8(&self.bytes[start..self.pos]).unwrap_or("");
         if integral {
@@ -262,6 +417,11 @@ impl<'a> Parser<'a> {
 
     /// A string starting at the opening quote.
     fn string(&mut self) -> Result<String, JsonError> {
+        self.string_ref().map(Cow::into_owned)
+    }
+
+    /// A string starting at the opening quote, borrowed from the message when it has no escapes.
+    fn string_ref(&mut self) -> Result<Cow<'a, str>, JsonError> {
         self.pos += 1;
         let mut out = String::new();
         loop {
@@ -279,15 +439,15 @@ impl<'a> Parser<'a> {
                 .ok_or_else(|| self.err("invalid UTF-8 in string"))?;
             self.pos += k;
             if out.is_empty() && self.bytes[self.pos] == b'"' {
-                // No escapes (most strings): one allocation of the exact size.
+                // No escapes (most strings): borrowed, or one allocation of the exact size.
                 self.pos += 1;
-                return Ok(run.to_owned());
+                return Ok(Cow::Borrowed(run));
             }
             out.push_str(run);
             match self.bytes[self.pos] {
                 b'"' => {
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(Cow::Owned(out));
                 }
                 b'\\' => {
                     self.pos += 1;

@@ -178,23 +178,86 @@ fn take_u64(map: &Map<String, Value>, key: &str) -> Option<u64> {
     map.get(key).and_then(Value::as_u64)
 }
 
+/// The top-level members a message is classified by, taken out of its object; the parser fills it
+/// in as it reads the message, so that the object itself is never built (`json::parse_envelope`).
+/// Other members are ignored. A member given twice counts with its last value, as in a `Map`.
+#[derive(Debug, Default)]
+pub(crate) struct Envelope {
+    qmp: Option<Value>,
+    event: Option<Value>,
+    data: Option<Value>,
+    timestamp: Option<Stamp>,
+    id: Option<Value>,
+    ret: Option<Value>,
+    error: Option<Value>,
+}
+
+/// An event's `timestamp` member: as parsed, or already read as a timestamp.
+#[derive(Debug)]
+enum Stamp {
+    Value(Value),
+    Read(Timestamp),
+}
+
+impl Envelope {
+    /// The member `key` has the value `v`; dropped when it is not one of the envelope's.
+    #[inline]
+    pub(crate) fn set(&mut self, key: &str, v: Value) {
+        let slot = match key {
+            "QMP" => &mut self.qmp,
+            "event" => &mut self.event,
+            "data" => &mut self.data,
+            "timestamp" => {
+                self.timestamp = Some(Stamp::Value(v));
+                return;
+            }
+            "id" => &mut self.id,
+            "return" => &mut self.ret,
+            "error" => &mut self.error,
+            _ => return,
+        };
+        *slot = Some(v);
+    }
+
+    /// The member `timestamp`, read by the parser as a valid event timestamp.
+    pub(crate) fn set_timestamp(&mut self, t: Timestamp) {
+        self.timestamp = Some(Stamp::Read(t));
+    }
+
+    /// The top-level `id`, for an error report.
+    pub(crate) fn into_id(self) -> Option<Value> {
+        self.id
+    }
+}
+
 impl ServerMessage {
     /// Classifies a parsed top-level object.
-    pub(crate) fn from_object(mut obj: Map<String, Value>) -> Result<Self, ShapeError> {
-        if let Some(qmp) = obj.remove("QMP") {
+    #[cfg(test)]
+    pub(crate) fn from_object(obj: Map<String, Value>) -> Result<Self, ShapeError> {
+        let mut envelope = Envelope::default();
+        for (k, v) in obj {
+            envelope.set(&k, v);
+        }
+        Self::from_envelope(&mut envelope)
+    }
+
+    /// Classifies a top-level object by its envelope members, taking what it uses. The `id` is
+    /// left in place when the object is not a valid message, for the error report.
+    pub(crate) fn from_envelope(m: &mut Envelope) -> Result<Self, ShapeError> {
+        if let Some(qmp) = m.qmp.take() {
             return Greeting::from_value(qmp).map(ServerMessage::Greeting);
         }
-        if obj.contains_key("event") {
-            return Event::from_object(obj).map(ServerMessage::Event);
+        if let Some(event) = m.event.take() {
+            return Event::from_members(event, m.data.take(), m.timestamp.take())
+                .map(ServerMessage::Event);
         }
-        let id = obj.remove("id");
-        if let Some(ret) = obj.remove("return") {
+        if let Some(ret) = m.ret.take() {
             return Ok(ServerMessage::Reply(Reply {
-                id,
+                id: m.id.take(),
                 result: Ok(ret),
             }));
         }
-        if let Some(err) = obj.remove("error") {
+        if let Some(err) = m.error.take() {
             let Value::Object(mut err) = err else {
                 return Err("'error' is not an object");
             };
@@ -205,7 +268,7 @@ impl ServerMessage {
                 desc,
             };
             return Ok(ServerMessage::Reply(Reply {
-                id,
+                id: m.id.take(),
                 result: Err(error),
             }));
         }
@@ -251,15 +314,22 @@ impl Greeting {
 }
 
 impl Event {
-    fn from_object(mut obj: Map<String, Value>) -> Result<Self, ShapeError> {
-        let name = take_str(&mut obj, "event").ok_or("'event' is not a string")?;
-        let data = match obj.remove("data") {
+    fn from_members(
+        name: Value,
+        data: Option<Value>,
+        timestamp: Option<Stamp>,
+    ) -> Result<Self, ShapeError> {
+        let Value::String(name) = name else {
+            return Err("'event' is not a string");
+        };
+        let data = match data {
             None => Map::new(),
             Some(Value::Object(d)) => d,
             Some(_) => return Err("event 'data' is not an object"),
         };
-        let timestamp = match obj.remove("timestamp") {
-            Some(Value::Object(t)) => Some(Timestamp {
+        let timestamp = match timestamp {
+            Some(Stamp::Read(t)) => Some(t),
+            Some(Stamp::Value(Value::Object(t))) => Some(Timestamp {
                 seconds: t
                     .get("seconds")
                     .and_then(Value::as_i64)
