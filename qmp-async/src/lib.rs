@@ -39,6 +39,7 @@ mod client;
 mod driver;
 mod events;
 mod race;
+mod read_route;
 mod runtime;
 mod shared;
 mod transport;
