@@ -276,7 +276,8 @@ fn write_step(s: &mut Shared, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
 }
 
 /// The connection's background task: the runtime crates spawn it on their executor. It reads
-/// all the time, writes what calls could not finish, times out calls whose deadline passed (one
+/// whenever no call is waiting to read for itself (so the socket is always read), writes what
+/// calls could not finish, times out calls whose deadline passed (one
 /// timer for the whole connection, set for the earliest deadline), and completes when the
 /// connection closes: QEMU hung up, negotiation failed, or every
 /// [`Client`](crate::Client) and [`EventStream`](crate::EventStream) was dropped. Dropped before
