@@ -74,7 +74,7 @@ macro_rules! scenarios {
             negotiation, errors, block_job_events, stop_cont_events, event_queue, add_fd, quit,
             sigkill_mid_command, tcp_transport, stdio_transport, accept_mode, connect_timeout,
             call_timeout_discards_late_reply, pipelined_commands_are_in_flight_together,
-            concurrent_calls_from_50_tasks, dropped_futures_never_desync, slow_subscriber_is_told,
+            concurrent_calls_from_50_tasks, dropped_futures_never_desync, reading_call_dropped_unpolled, slow_subscriber_is_told,
             event_flood_never_stalls, exec_oob, double_greeting_and_ungreeted_close,
             unclosed_message_before_each_reply, agent_basics, agent_guest_exec, agent_file_10_mib,
             agent_stale_data, agent_timeout_then_late_reply, agent_no_reply_command, agent_over_tcp,
@@ -812,6 +812,42 @@ pub async fn dropped_futures_never_desync<R: TestRuntime>(rt: R) {
         client.stats().session.discarded_replies > 0,
         "some late replies were discarded"
     );
+}
+
+/// A waiting call reads for the connection (it holds the read role). One polled once and then
+/// dropped without another poll passes the role on: the other waiting call still gets its reply,
+/// and with no call waiting an event (and a dropped call's late reply) is read by the driver.
+pub async fn reading_call_dropped_unpolled<R: TestRuntime>(rt: R) {
+    let Some(q) = system("reading_call_dropped_unpolled") else {
+        return;
+    };
+    let client = connect(rt, &q, plain::<R>()).await;
+    let expected = step(rt, "version", client.run(&QueryVersion))
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let mut waiting = Box::pin(client.run(&QueryVersion));
+        let mut reading = Box::pin(client.run(&QueryStatus));
+        let first = futures::poll!(&mut waiting);
+        // Polled last: it holds the read role (unless its reply is already there).
+        drop(futures::poll!(&mut reading));
+        drop(reading);
+        let v = match first {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => step(rt, "the other call", waiting).await,
+        };
+        assert_eq!(v.unwrap(), expected);
+    }
+    let mut events = client.subscribe(EventFilter::names(["STOP"]));
+    let mut stop = Box::pin(client.execute("stop", ()));
+    drop(futures::poll!(&mut stop));
+    drop(stop);
+    let e = next_event(rt, &mut events).await.unwrap().unwrap();
+    assert_eq!(e.name, "STOP");
+    let status = step(rt, "status", client.run(&QueryStatus)).await.unwrap();
+    assert!(!status.running, "the dropped stop was sent and ran");
+    assert_idle(&client);
+    assert_no_warnings(&client);
 }
 
 /// A subscriber that does not read loses its oldest events, and is told how many; another

@@ -1,7 +1,7 @@
 //! One command's future: [`Call`], and the options of a call.
 
-use crate::driver::write_now;
-use crate::shared::{Inner, Outcome, Wakeups};
+use crate::driver::{read_now, write_now};
+use crate::shared::{Inner, Outcome, Shared, Wakeups};
 use crate::Error;
 use qmp_proto::CommandId;
 use serde_json::Value;
@@ -140,26 +140,26 @@ impl Future for Call<'_> {
                 *written = true;
                 write_now(&mut s, cx, &mut wakeups);
             }
-            let outcome = match s.slots.get_mut(id) {
-                Some(slot) => match slot.outcome.take() {
-                    Some(outcome) => Some(outcome),
-                    None => {
-                        if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                            slot.waker = Some(cx.waker().clone());
-                        }
-                        None
+            let mut outcome = take_outcome(&mut s, *id);
+            if outcome.is_none() {
+                // Waiting: this call takes the read role and reads, so its reply (and whatever
+                // else came) is routed here, with no wake of the driver task.
+                s.read.take(*id, cx.waker());
+                read_now(&mut s, cx, &mut wakeups);
+                outcome = take_outcome(&mut s, *id);
+            }
+            if outcome.is_none() {
+                // Registered after reading: a reply routed by this very poll wakes nobody.
+                if let Some(slot) = s.slots.get_mut(id) {
+                    if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        slot.waker = Some(cx.waker().clone());
                     }
-                },
-                // Slots are removed only by their call; a missing one cannot be waited for.
-                None => Some(Outcome::Reply(Err(qmp_proto::CommandError::Closed {
-                    reason: qmp_proto::CloseReason::Local,
-                    sent: false,
-                }))),
-            };
+                }
+            }
             match outcome {
                 None => Poll::Pending,
                 Some(outcome) => {
-                    s.remove_slot(*id);
+                    s.remove_slot(*id, &mut wakeups);
                     Poll::Ready(match outcome {
                         Outcome::Reply(result) => result.map_err(|e| Error::from_command(name, e)),
                         Outcome::TimedOut => {
@@ -180,12 +180,29 @@ impl Future for Call<'_> {
 impl Drop for Call<'_> {
     fn drop(&mut self) {
         if let State::Waiting { inner, id, .. } = &self.state {
-            let mut s = inner.lock();
-            s.remove_slot(*id);
-            // Queued: never sent (its descriptors close). On the wire: its late reply will be
-            // discarded. Answered: no-op.
-            s.session.abandon(*id);
+            let mut wakeups = Wakeups::default();
+            {
+                let mut s = inner.lock();
+                // Passes the read role on if this call held it.
+                s.remove_slot(*id, &mut wakeups);
+                // Queued: never sent (its descriptors close). On the wire: its late reply will be
+                // discarded. Answered: no-op.
+                s.session.abandon(*id);
+            }
+            wakeups.wake();
         }
+    }
+}
+
+/// The call's outcome if it has one; a missing slot (slots are removed only by their call) cannot
+/// be waited for.
+fn take_outcome(s: &mut Shared, id: CommandId) -> Option<Outcome> {
+    match s.slots.get_mut(&id) {
+        Some(slot) => slot.outcome.take(),
+        None => Some(Outcome::Reply(Err(qmp_proto::CommandError::Closed {
+            reason: qmp_proto::CloseReason::Local,
+            sent: false,
+        }))),
     }
 }
 

@@ -1,11 +1,13 @@
-//! Moving bytes: the driver task, and the write path it shares with calls.
+//! Moving bytes: the driver task, and the read and write paths it shares with calls.
 //!
-//! The transport and its buffers live with the session behind the connection's lock. The driver
-//! task is the only reader: it reads, feeds the session, routes what comes out, and never stops
-//! reading while the connection is open (docs/PROTOCOL.md, rule 10). Writing is done by whoever has
-//! something to send: a call writes its command itself on its first poll (saving a hand-off to the
-//! driver task, often another thread, on every round trip), and the driver writes whatever a call
-//! could not finish or the session released later (queued commands, flow control).
+//! The transport and its buffers live with the session behind the connection's lock. Reading is
+//! done by whoever holds the read role (see [`crate::read_route`]): a call waiting for its reply
+//! reads, feeds the session and routes what comes out itself, so its reply costs no hand-off from
+//! the driver task (often another thread); when no call waits, the driver does, and never stops
+//! reading while the connection is open (docs/PROTOCOL.md, rule 10). Both use the same code
+//! ([`read_now`], [`Shared::route`]). Writing is done by whoever has something to send: a call
+//! writes its command itself on its first poll, and the driver writes whatever a call could not
+//! finish or the session released later (queued commands, flow control).
 //!
 //! Bytes to write are taken from the session into the connection's own buffer, never a call's,
 //! so a call dropped at any point can never leave half a command on the wire (rule 11): the rest
@@ -102,14 +104,15 @@ impl Io {
     }
 }
 
-/// The driver's turn: reads and writes until both would block (its waker is then registered
-/// with the reactor) or the connection closes. Wakers to call after unlocking go to `wakeups`.
+/// The driver's turn: reads and writes until both would block (the read route's waker and the
+/// driver's are then registered with the reactor) or the connection closes. Wakers to call after
+/// unlocking go to `wakeups`.
 fn pump(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) {
     if s.closed() {
         return;
     }
     for _ in 0..ROUNDS_PER_PUMP {
-        let read = read_side(s, cx, wakeups);
+        let read = read_side(s, wakeups);
         let wrote = write_side(s, cx, wakeups);
         if s.closed() || (!read && !wrote) {
             return;
@@ -119,15 +122,35 @@ fn pump(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) {
     cx.waker().wake_by_ref();
 }
 
-/// One read attempt; true when something happened.
-fn read_side(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) -> bool {
-    let io = &mut s.io;
-    if io.read_done {
+/// A waiting call's turn at reading (it holds the read role): reads and routes until the socket
+/// has nothing more (the read route's waker is then registered), then writes what the session
+/// released meanwhile (flow control), as [`write_now`] does.
+pub(crate) fn read_now(s: &mut Shared, cx: &mut Context<'_>, wakeups: &mut Wakeups) {
+    let mut rounds = 0;
+    while read_side(s, wakeups) {
+        rounds += 1;
+        if rounds == ROUNDS_PER_PUMP {
+            // More is coming: come back after others had a turn.
+            cx.waker().wake_by_ref();
+            break;
+        }
+    }
+    write_now(s, cx, wakeups);
+}
+
+/// One read attempt, made with the read route's waker; true when something happened. Nothing is
+/// tried while the route is armed: the last read found nothing and no readiness came since.
+fn read_side(s: &mut Shared, wakeups: &mut Wakeups) -> bool {
+    if s.io.read_done || s.read.armed() {
         return false;
     }
-    match Pin::new(&mut io.transport.reader).poll_read(cx, io.read_buf.space()) {
+    let fired = s.read.fired();
+    let io = &mut s.io;
+    let mut cx = Context::from_waker(s.read.waker());
+    match Pin::new(&mut io.transport.reader).poll_read(&mut cx, io.read_buf.space()) {
         Poll::Pending => {
             io.reads_pending += 1;
+            s.read.read_pending(fired);
             return false;
         }
         Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => return true,
@@ -253,7 +276,8 @@ fn write_step(s: &mut Shared, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
 }
 
 /// The connection's background task: the runtime crates spawn it on their executor. It reads
-/// all the time, writes what calls could not finish, times out calls whose deadline passed (one
+/// whenever no call is waiting to read for itself (so the socket is always read), writes what
+/// calls could not finish, times out calls whose deadline passed (one
 /// timer for the whole connection, set for the earliest deadline), and completes when the
 /// connection closes: QEMU hung up, negotiation failed, or every
 /// [`Client`](crate::Client) and [`EventStream`](crate::EventStream) was dropped. Dropped before
@@ -293,6 +317,7 @@ impl<R: Runtime> Future for Driver<R> {
                 {
                     s.driver_waker = Some(cx.waker().clone());
                 }
+                s.read.driver_polled(cx.waker());
                 if s.users == 0 {
                     // Nobody can send or listen any more: close from our side.
                     s.session.close();

@@ -22,9 +22,11 @@
 //! ```
 //!
 //! # How it works
-//! One [`Driver`] task per connection reads: it feeds the session, routes each reply to the slot
-//! of the call waiting for it, and puts each event in the connection's queue and in the queue of
-//! every subscriber whose filter takes it. A call writes its own command on its first poll (the
+//! A call waiting for its reply reads for the connection, or, when no call waits, one [`Driver`]
+//! task per connection does: the reader feeds the session, routes each reply to the slot of the
+//! call waiting for it (a call's own reply thus costs no wake of another task), and puts each
+//! event in the connection's queue and in the queue of every subscriber whose filter takes it.
+//! A call writes its own command on its first poll (the
 //! driver writes whatever the socket did not take at once, and what flow control releases
 //! later). Bytes to write move from the session into the connection's buffer first, so calls can
 //! be dropped at any point without desynchronising the connection. Call timeouts are deadlines
@@ -39,6 +41,7 @@ mod client;
 mod driver;
 mod events;
 mod race;
+mod read_route;
 mod runtime;
 mod shared;
 mod transport;

@@ -5,6 +5,7 @@
 
 use crate::driver::Io;
 use crate::events::Subscriber;
+use crate::read_route::ReadRoute;
 use crate::ChildProcess;
 use qmp_proto::{BoundedQueue, CommandError, CommandId, EventQueue, Output, Session, Warning};
 use serde_json::Value;
@@ -47,6 +48,8 @@ pub(crate) struct Shared {
     /// Tasks waiting for an event in `events`.
     pub(crate) event_waiters: Vec<Waker>,
     pub(crate) driver_waker: Option<Waker>,
+    /// Who reads, and the one waker every read is made with; see [`crate::read_route`].
+    pub(crate) read: ReadRoute,
     /// Tasks waiting for negotiation or the end (connect, `quit`, `Client::closed`).
     pub(crate) watchers: Vec<Waker>,
     /// Client handles and event streams alive; at zero the driver closes the connection.
@@ -115,6 +118,7 @@ impl Shared {
             events: EventQueue::new(event_capacity),
             event_waiters: Vec::new(),
             driver_waker: None,
+            read: ReadRoute::new(),
             watchers: Vec::new(),
             users: 1,
             warnings: BoundedQueue::new(WARNINGS_KEPT),
@@ -187,11 +191,22 @@ impl Shared {
         }
     }
 
-    /// Forgets the slot of a call whose future is gone or done.
-    pub(crate) fn remove_slot(&mut self, id: CommandId) -> Option<Slot> {
+    /// Forgets the slot of a call whose future is gone or done. If the call held the read
+    /// role, the role passes to another waiting call, or back to the driver (woken to read if
+    /// the socket's read registration is spent).
+    pub(crate) fn remove_slot(&mut self, id: CommandId, wakeups: &mut Wakeups) -> Option<Slot> {
         let slot = self.slots.remove(&id)?;
         if let Some(d) = slot.deadline {
             self.deadlines.remove(&(d, id));
+        }
+        if self.read.holds(id) {
+            let next = self.slots.iter().find_map(|(&other, s)| {
+                s.outcome
+                    .is_none()
+                    .then(|| s.waker.clone().map(|w| (other, w)))
+                    .flatten()
+            });
+            wakeups.push(self.read.release(id, next));
         }
         Some(slot)
     }

@@ -16,16 +16,31 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-/// One handle on the shared socket; the reader, the writer and the fd sender each hold one.
+/// One handle on the shared socket; the writer and the fd sender each hold one.
 struct Half(Arc<Async<UnixStream>>);
 
-impl AsyncRead for Half {
+/// The reading handle. After a read that did not fill the buffer the socket is most likely
+/// empty: the next read first waits for readiness instead of finding out with a `read` that fails
+/// with `EAGAIN` (one syscall fewer per reply; async-io re-arms the descriptor when the wait is
+/// registered, so bytes that came in between still wake it).
+struct Reader {
+    stream: Arc<Async<UnixStream>>,
+    drained: bool,
+}
+
+impl AsyncRead for Reader {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_read(cx, buf)
+        if self.drained {
+            ready!(self.stream.poll_readable(cx))?;
+            self.drained = false;
+        }
+        let n = ready!(Pin::new(&mut &*self.stream).poll_read(cx, buf))?;
+        self.drained = n > 0 && n < buf.len();
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -68,7 +83,11 @@ impl SendFds for Half {
 /// A transport over a connected, non-blocking Unix socket, with file-descriptor passing.
 pub fn transport(stream: Async<UnixStream>) -> Transport {
     let stream = Arc::new(stream);
-    Transport::new(Half(stream.clone()), Half(stream.clone())).with_fd_sender(Half(stream))
+    let reader = Reader {
+        stream: stream.clone(),
+        drained: false,
+    };
+    Transport::new(reader, Half(stream.clone())).with_fd_sender(Half(stream))
 }
 
 /// Connects to QEMU's monitor socket at `path`.

@@ -472,3 +472,146 @@ fn calls_with_default_options_time_out_after_30_seconds() {
     assert!(poll(&mut driver).is_pending());
     assert_eq!(TIMERS.with(|t| t.get()), timers);
 }
+
+/// A waker that counts its wakes.
+#[derive(Default)]
+struct Counter(std::sync::atomic::AtomicUsize);
+
+impl futures::task::ArcWake for Counter {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Counter {
+    fn waker() -> (Arc<Counter>, Waker) {
+        let c = Arc::new(Counter::default());
+        let w = futures::task::waker(c.clone());
+        (c, w)
+    }
+
+    fn wakes(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// `query-version` without a timeout: the driver's timer (set once per timeout period, which
+/// wakes the driver) stays out of these tests.
+fn untimed(client: &Client<Manual>) -> qmp_async::Call<'_> {
+    client.execute_with(
+        "query-version",
+        (),
+        qmp_async::CallOptions::new().no_timeout(),
+    )
+}
+
+fn poll_with<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
+    Pin::new(f).poll(&mut Context::from_waker(waker))
+}
+
+/// The driver polled once with a counting waker: its wakes afterwards.
+fn counted_driver(driver: &mut BoxFuture<'static, ()>) -> Arc<Counter> {
+    let (count, waker) = Counter::waker();
+    assert!(poll_with(driver, &waker).is_pending());
+    count
+}
+
+#[test]
+fn a_waiting_call_reads_its_own_reply_without_waking_the_driver() {
+    let (client, mut driver, peer) = connected();
+    let driver_wakes = counted_driver(&mut driver);
+    for k in 1..=3u64 {
+        let (woken, waker) = Counter::waker();
+        let mut call = untimed(&client);
+        assert!(poll_with(&mut call, &waker).is_pending());
+        peer.reply(&k.to_string(), json!({ "k": k }));
+        assert_eq!(woken.wakes(), 1, "the reactor woke the waiting call");
+        assert_eq!(
+            poll_with(&mut call, &waker).map(Result::unwrap),
+            Poll::Ready(json!({ "k": k })),
+            "read by the call itself: the driver was not polled"
+        );
+    }
+    assert_eq!(driver_wakes.wakes(), 0, "no round trip woke the driver");
+    assert_eq!((client.pending(), client.waiting()), (0, 0));
+}
+
+#[test]
+fn the_read_role_passes_on_when_the_reading_call_is_dropped_unpolled() {
+    let (client, mut driver, peer) = connected();
+    let driver_wakes = counted_driver(&mut driver);
+    let (b_woken, b_waker) = Counter::waker();
+    let mut b = untimed(&client);
+    let mut a = untimed(&client);
+    assert!(poll_with(&mut b, &b_waker).is_pending());
+    // `a`, polled last, holds the read role; it is dropped without being polled again.
+    assert!(poll_with(&mut a, noop_waker_ref()).is_pending());
+    drop(a);
+    peer.reply("2", json!({"late": true}));
+    peer.reply("1", json!({"b": 1}));
+    assert_eq!(b_woken.wakes(), 1, "the reactor now wakes b");
+    assert_eq!(
+        poll_with(&mut b, &b_waker).map(Result::unwrap),
+        Poll::Ready(json!({"b": 1}))
+    );
+    assert_eq!(driver_wakes.wakes(), 0);
+    assert_eq!(client.stats().session.discarded_replies, 1);
+    assert_eq!((client.pending(), client.waiting()), (0, 0));
+}
+
+#[test]
+fn events_keep_flowing_to_the_driver_once_no_call_waits() {
+    let (client, mut driver, peer) = connected();
+    let driver_wakes = counted_driver(&mut driver);
+    let mut call = untimed(&client);
+    assert!(poll(&mut call).is_pending());
+    peer.reply("1", json!({}));
+    assert!(poll(&mut call).is_ready(), "the call read its reply");
+    assert_eq!(driver_wakes.wakes(), 0);
+    // No call waits: the next bytes wake the driver, which reads them.
+    peer.send(b"{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n");
+    assert_eq!(driver_wakes.wakes(), 1, "the reactor woke the driver");
+    assert!(poll(&mut driver).is_pending());
+    let events = client.take_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].name, "STOP");
+}
+
+#[test]
+fn a_hundred_concurrent_calls_complete_without_the_driver() {
+    let (client, mut driver, peer) = connected();
+    let driver_wakes = counted_driver(&mut driver);
+    let mut calls: Vec<_> = (0..100)
+        .map(|_| {
+            let (woken, waker) = Counter::waker();
+            (untimed(&client), woken, waker, 0)
+        })
+        .collect();
+    for (call, _, waker, _) in &mut calls {
+        assert!(poll_with(call, waker).is_pending());
+    }
+    assert_eq!(peer.write_calls(), 1, "one write for 100 commands");
+    for k in (1..=100).rev() {
+        peer.reply(&k.to_string(), json!({ "k": k }));
+    }
+    // Poll only the calls that were woken, as an executor does, until all are done.
+    let mut done = vec![None; 100];
+    let mut progress = true;
+    while progress {
+        progress = false;
+        for (i, (call, woken, waker, seen)) in calls.iter_mut().enumerate() {
+            if done[i].is_none() && woken.wakes() > *seen {
+                *seen = woken.wakes();
+                progress = true;
+                if let Poll::Ready(v) = poll_with(call, waker) {
+                    done[i] = Some(v.unwrap());
+                }
+            }
+        }
+    }
+    for (k, v) in (1..=100).zip(&done) {
+        assert_eq!(v.as_ref(), Some(&json!({ "k": k })), "call {k}");
+    }
+    assert_eq!(driver_wakes.wakes(), 0);
+    assert_eq!((client.pending(), client.waiting()), (0, 0));
+}
