@@ -73,6 +73,7 @@ mod events;
 mod handlers;
 mod pool;
 mod reader;
+mod role;
 mod shared;
 mod slots;
 mod transport;
