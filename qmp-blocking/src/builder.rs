@@ -181,7 +181,9 @@ impl Builder {
 
     /// Speaks QMP over any reader and writer (e.g. the halves of a stream, via `try_clone`).
     /// Closing the client closes the writer; the reader thread ends when its next read returns,
-    /// since nothing can interrupt an arbitrary reader.
+    /// since nothing can interrupt an arbitrary reader. Only the reader thread reads it (callers
+    /// cannot bound a read on it, so they never lead: each reply reaches its caller through the
+    /// reader thread); the same goes for [`Builder::spawn`] and [`Builder::connect_pipe`].
     pub fn connect_io(
         self,
         reader: impl Read + Send + 'static,
