@@ -3,8 +3,9 @@
 use crate::child::ChildProcess;
 use crate::pool::Pool;
 use crate::reader::read_loop;
+use crate::role::reader_loop;
 use crate::shared::{teardown, Inner, Shared};
-use crate::transport::Connection;
+use crate::transport::{Connection, ReadSide};
 use crate::{Client, Error};
 use qmp_proto::{Config, Limits, Session, State};
 use std::io::{Read, Write};
@@ -180,7 +181,9 @@ impl Builder {
 
     /// Speaks QMP over any reader and writer (e.g. the halves of a stream, via `try_clone`).
     /// Closing the client closes the writer; the reader thread ends when its next read returns,
-    /// since nothing can interrupt an arbitrary reader.
+    /// since nothing can interrupt an arbitrary reader. Only the reader thread reads it (callers
+    /// cannot bound a read on it, so they never lead: each reply reaches its caller through the
+    /// reader thread); the same goes for [`Builder::spawn`] and [`Builder::connect_pipe`].
     pub fn connect_io(
         self,
         reader: impl Read + Send + 'static,
@@ -200,9 +203,15 @@ impl Builder {
             stderr,
             label,
         } = conn;
+        let (read_half, stream) = match reader {
+            ReadSide::Socket(half) => (Some(half), None),
+            ReadSide::Stream(stream) => (None, Some(stream)),
+        };
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::new(Session::new(self.config), self.event_capacity)),
             changed: Condvar::new(),
+            role_changed: Condvar::new(),
+            read_half,
             fds_supported: writer.can_pass_fds(),
             writer: Mutex::new(writer),
             waker,
@@ -222,9 +231,13 @@ impl Builder {
             }
         }
         let reader_shared = Arc::clone(&shared);
-        let spawned = thread::Builder::new()
-            .name("qmp-reader".into())
-            .spawn(move || read_loop(reader_shared, reader));
+        let spawned =
+            thread::Builder::new()
+                .name("qmp-reader".into())
+                .spawn(move || match stream {
+                    Some(stream) => read_loop(reader_shared, stream),
+                    None => reader_loop(reader_shared),
+                });
         let handle = match spawned {
             Ok(h) => h,
             Err(e) => {

@@ -598,6 +598,8 @@ impl Client {
             .map_err(|e| Error::from_submit(name, e, inner.session.close_reason()))?;
         if matches!(slot, Slot::Callback { .. }) {
             inner.busy += 1;
+            // No caller will lead for it: the reader thread reads its reply.
+            self.shared.summon_reader(&mut inner);
         }
         inner.slots.insert(id, slot);
         self.shared.process(&mut inner);

@@ -45,10 +45,17 @@
 //! sockets only.
 //!
 //! # Threads
-//! A [`Client`] is `Send + Sync`. One reader thread per connection reads all the time (QEMU
-//! buffers unread output without limit, and replies queue behind unread events), hands bytes to
-//! the session, wakes the caller whose reply arrived, and queues events in a bounded queue that
-//! drops the oldest when full ([`Client::dropped_events`]). Callers write their own commands, one
+//! A [`Client`] is `Send + Sync`. The socket is always being read (QEMU buffers unread output
+//! without limit, and replies queue behind unread events), by one thread at a time. On a Unix or
+//! TCP socket a caller waiting for its reply reads it itself, as the *leader*: it hands bytes to
+//! the session, routes other callers' replies and the events, and once its own reply arrives
+//! hands the role to another waiting caller. So a sequential call is one write and one read, with
+//! no thread hop; its timeout still holds (the read times out, at most about a millisecond late).
+//! One reader thread per connection reads whenever no caller leads (taking over within 5 ms of
+//! the last call, at once when you wait for an event or a callback). On pipes, a spawned QEMU's
+//! stdio and [`Builder::connect_io`] the reader thread alone reads, and wakes the caller whose
+//! reply arrived. Events go to a bounded queue that drops the oldest when full
+//! ([`Client::dropped_events`]). Callers write their own commands, one
 //! write call each. Event handlers and completion callbacks run on a small worker pool
 //! ([`Builder::handler_threads`]); a panic there is caught and reported.
 //!
@@ -73,6 +80,7 @@ mod events;
 mod handlers;
 mod pool;
 mod reader;
+mod role;
 mod shared;
 mod slots;
 mod transport;

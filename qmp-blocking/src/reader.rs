@@ -1,4 +1,5 @@
-//! The reader thread: reads all the time, feeds the session, routes what it produced.
+//! The reader thread of pipes, a spawned QEMU's stdio and `connect_io`: reads all the time, feeds
+//! the session, routes what it produced. (Sockets share the reading with callers: `role.rs`.)
 
 use crate::shared::Shared;
 use qmp_proto::ReadBuffer;

@@ -7,6 +7,7 @@
 use crate::child::ChildProcess;
 use crate::handlers::{HandlerPanic, Handlers};
 use crate::pool::Pool;
+use crate::role::{ReadHalf, Role};
 use crate::slots::Slot;
 use crate::transport::Waker;
 use crate::writer::Writer;
@@ -38,6 +39,8 @@ pub(crate) struct Inner {
     pub(crate) waiters: usize,
     pub(crate) warnings: BoundedQueue<Warning>,
     pub(crate) panics: BoundedQueue<HandlerPanic>,
+    /// Who reads the socket now (`role.rs`; unused on other transports).
+    pub(crate) role: Role,
 }
 
 impl Inner {
@@ -54,6 +57,7 @@ impl Inner {
             waiters: 0,
             warnings: BoundedQueue::new(KEPT_REPORTS),
             panics: BoundedQueue::new(KEPT_REPORTS),
+            role: Role::new(),
         }
     }
 
@@ -81,6 +85,11 @@ impl Inner {
 pub(crate) struct Shared {
     pub(crate) inner: Mutex<Inner>,
     pub(crate) changed: Condvar,
+    /// The reader thread waits on it for the read role (`role.rs`).
+    pub(crate) role_changed: Condvar,
+    /// A socket's read half, read by whoever holds the role; `None`: the reader thread owns
+    /// the read half (pipes, stdio, `connect_io`).
+    pub(crate) read_half: Option<ReadHalf>,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) waker: Waker,
     pub(crate) child: ChildProcess,
@@ -103,7 +112,12 @@ impl Shared {
         let mut notify = false;
         while let Some(output) = inner.session.poll_output() {
             match output {
-                Output::Greeting(_) | Output::Ready | Output::Closed(_) => notify = true,
+                Output::Greeting(_) | Output::Ready => notify = true,
+                Output::Closed(_) => {
+                    notify = true;
+                    // The reader thread, waiting for the role, ends now.
+                    self.role_changed.notify_all();
+                }
                 Output::Reply { id, result } => self.on_reply(inner, id, result),
                 Output::Event(event) => {
                     self.dispatch_event(inner, &event);
@@ -155,6 +169,8 @@ impl Shared {
             if let Some(answer) = check(&mut inner) {
                 return answer;
             }
+            // Only a read answers: have the reader thread read if no caller leads.
+            self.summon_reader(&mut inner);
             inner.waiters += 1;
             inner = match deadline {
                 None => self
@@ -195,6 +211,7 @@ pub(crate) fn teardown(shared: &Arc<Shared>, reader: Option<std::thread::JoinHan
         inner.session.close();
         shared.process(&mut inner);
         shared.notify(&inner);
+        shared.role_changed.notify_all();
         shared.release(inner);
     }
     shared.wake_reader();

@@ -1,8 +1,10 @@
 //! Opening connections: every form of QEMU's `-qmp` option, and whatever the caller already has.
 //!
-//! A connection is split in three: the read half (owned by the reader thread), the write half
-//! (shared by callers under a lock) and a way to wake the reader thread when the client closes.
+//! A connection is split in three: the read half (a socket's: read by whoever holds the read
+//! role, `role.rs`; any other: owned by the reader thread), the write half (shared by callers
+//! under a lock) and a way to wake a blocked read when the client closes.
 
+use crate::role::ReadHalf;
 use crate::writer::Writer;
 use crate::Error;
 use std::fs::{File, OpenOptions};
@@ -52,9 +54,17 @@ impl Waker {
     }
 }
 
+/// The read half of an opened connection.
+pub(crate) enum ReadSide {
+    /// A socket: its reads can time out, so callers can read it too (`role.rs`).
+    Socket(ReadHalf),
+    /// A pipe, a child's stdout, a caller's reader: read by the reader thread alone.
+    Stream(Box<dyn Read + Send>),
+}
+
 /// An opened connection, before the session starts.
 pub(crate) struct Connection {
-    pub(crate) reader: Box<dyn Read + Send>,
+    pub(crate) reader: ReadSide,
     pub(crate) writer: Writer,
     pub(crate) waker: Waker,
     pub(crate) child: Option<Child>,
@@ -70,7 +80,7 @@ impl Connection {
                 .map_err(|e| Error::io(format!("setting up {label}"), e))
         };
         Ok(Connection {
-            reader: Box::new(clone(&stream)?),
+            reader: ReadSide::Socket(ReadHalf::Unix(clone(&stream)?)),
             waker: Waker::Unix(clone(&stream)?),
             writer: Writer::Unix(stream),
             child: None,
@@ -87,7 +97,7 @@ impl Connection {
         // Commands are small and each is written whole: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
         Ok(Connection {
-            reader: Box::new(clone(&stream)?),
+            reader: ReadSide::Socket(ReadHalf::Tcp(clone(&stream)?)),
             waker: Waker::Tcp(clone(&stream)?),
             writer: Writer::Tcp(stream),
             child: None,
@@ -191,7 +201,7 @@ impl Connection {
         };
         let stderr = child.stderr.take();
         Ok(Connection {
-            reader: Box::new(stdout),
+            reader: ReadSide::Stream(Box::new(stdout)),
             writer: Writer::Other(Box::new(stdin)),
             waker: Waker::Child,
             child: Some(child),
@@ -240,7 +250,7 @@ impl Connection {
         let out = out.map_err(|e| Error::io(format!("opening {}", output.display()), e))?;
         let inp = inp.map_err(|e| Error::io(format!("opening {}", input.display()), e))?;
         Ok(Connection {
-            reader: Box::new(out),
+            reader: ReadSide::Stream(Box::new(out)),
             writer: Writer::Other(Box::new(inp)),
             waker: Waker::Pipe(output),
             child: None,
@@ -251,7 +261,7 @@ impl Connection {
 
     pub(crate) fn io(reader: Box<dyn Read + Send>, writer: Box<dyn Write + Send>) -> Self {
         Connection {
-            reader,
+            reader: ReadSide::Stream(reader),
             writer: Writer::Other(writer),
             waker: Waker::None,
             child: None,
