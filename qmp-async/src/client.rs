@@ -312,6 +312,11 @@ impl<R: Runtime> Client<R> {
                 return Poll::Ready(Err(closed_error(&s, None)));
             }
             register(&mut s.event_waiters, cx.waker());
+            let driver = s.read.to_driver();
+            drop(s);
+            if let Some(w) = driver {
+                w.wake();
+            }
             Poll::Pending
         });
         self.within(Some((Instant::now() + timeout, timeout)), "an event", next)
@@ -346,6 +351,11 @@ impl<R: Runtime> Client<R> {
                 return Poll::Ready(Err(closed_error(&s, None)));
             }
             register(&mut s.event_waiters, cx.waker());
+            let driver = s.read.to_driver();
+            drop(s);
+            if let Some(w) = driver {
+                w.wake();
+            }
             Poll::Pending
         });
         let what = format!("event {name}");

@@ -11,7 +11,9 @@
 //! - the driver, when no call waits, so the socket is never left unread (rule 10).
 //!
 //! When the holding call completes or is dropped, the role passes to another waiting call or back
-//! to the driver. If the registration is still armed (the last read found nothing and the reactor
+//! to the driver. A task that waits for an event (an `EventStream`, `events()`, `next_event`,
+//! `wait_event`) gives the role back to the driver too, so events flow even while the call that
+//! held the role is kept aside unpolled. If the registration is still armed (the last read found nothing and the reactor
 //! has not fired since), passing it costs nothing: the next readiness wakes the new holder.
 //! Otherwise the new holder is woken to read.
 
@@ -145,6 +147,20 @@ impl ReadRoute {
             None
         } else {
             waker
+        }
+    }
+
+    /// Someone waits for an event: the role goes back to the driver (it routes events; a call
+    /// holding the role might not be polled again while its task waits for that event). Returns
+    /// the driver's waker if it must read now (the registration is spent).
+    pub(crate) fn to_driver(&mut self) -> Option<Waker> {
+        self.holder.take()?;
+        let driver = self.driver.clone()?;
+        self.set_target(&driver);
+        if self.armed() {
+            None
+        } else {
+            Some(driver)
         }
     }
 

@@ -616,3 +616,39 @@ fn a_hundred_concurrent_calls_complete_without_the_driver() {
     assert_eq!(driver_wakes.wakes(), 0);
     assert_eq!((client.pending(), client.waiting()), (0, 0));
 }
+
+#[test]
+fn a_task_waiting_for_an_event_gives_the_read_role_back_to_the_driver() {
+    use futures::Stream;
+    let (client, mut driver, peer) = connected();
+    let driver_wakes = counted_driver(&mut driver);
+    let (call_woken, call_waker) = Counter::waker();
+    let mut call = untimed(&client);
+    // Polled while waiting, the call holds the read role; then it is kept aside, unpolled, while
+    // its task waits for an event.
+    assert!(poll_with(&mut call, &call_waker).is_pending());
+    let mut events = client.events();
+    let (event_woken, event_waker) = Counter::waker();
+    let mut cx = Context::from_waker(&event_waker);
+    assert!(Pin::new(&mut events).poll_next(&mut cx).is_pending());
+    peer.send(b"{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n");
+    assert_eq!(
+        (driver_wakes.wakes(), call_woken.wakes()),
+        (1, 0),
+        "the reactor woke the driver, not the call kept aside"
+    );
+    assert!(poll(&mut driver).is_pending());
+    assert_eq!(event_woken.wakes(), 1, "the driver routed the event");
+    match Pin::new(&mut events).poll_next(&mut cx) {
+        Poll::Ready(Some(e)) => assert_eq!(e.name, "STOP"),
+        other => panic!("{other:?}"),
+    }
+    // The driver reads the call's reply too, and wakes the call.
+    peer.reply("1", json!({"n": 1}));
+    assert!(poll(&mut driver).is_pending());
+    assert_eq!(call_woken.wakes(), 1);
+    assert_eq!(
+        poll_with(&mut call, &call_waker).map(Result::unwrap),
+        Poll::Ready(json!({"n": 1}))
+    );
+}

@@ -64,16 +64,17 @@ fn events_keep_flowing_with_no_call_pending() {
     // Calls lead and leave the role free; events sent later, with no call and nobody waiting
     // on the client, must still be read (a handler sees them) and more calls still work.
     let p = peer(vec![
+        // One call at a time: every command carries id 1 (ids are reused).
         Step::ReadLines(2),
         reply(1, 1),
         Step::ReadLines(3),
-        reply(2, 2),
+        reply(1, 2),
         Step::Sleep(Duration::from_millis(100)),
         event("FIRST"),
         Step::Sleep(Duration::from_millis(100)),
         event("SECOND"),
         Step::ReadLines(4),
-        reply(3, 3),
+        reply(1, 3),
         Step::ReadLines(5),
     ]);
     let c = connect(&p);
@@ -147,11 +148,12 @@ fn a_leader_that_times_out_hands_on_and_a_later_reply_reaches_its_caller() {
         reply(1, 1),
         Step::ReadLines(4),
         Step::Sleep(Duration::from_millis(800)),
-        // The late reply to `slow` (discarded) and then the one `waiting` waits for.
-        reply(2, 2),
-        reply(3, 3),
+        // The late reply to `slow` (id 1, reused after `warm`; discarded) and then the one
+        // `waiting` (id 2) waits for; `after` reuses id 1, freed by the late reply.
+        reply(1, 2),
+        reply(2, 3),
         Step::ReadLines(5),
-        reply(4, 4),
+        reply(1, 4),
         Step::ReadLines(6),
     ]);
     let c = connect(&p);
