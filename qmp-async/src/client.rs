@@ -312,7 +312,7 @@ impl<R: Runtime> Client<R> {
                 return Poll::Ready(Err(closed_error(&s, None)));
             }
             register(&mut s.event_waiters, cx.waker());
-            let driver = s.read.to_driver();
+            let driver = s.read.hand_to_driver();
             drop(s);
             if let Some(w) = driver {
                 w.wake();
@@ -351,7 +351,7 @@ impl<R: Runtime> Client<R> {
                 return Poll::Ready(Err(closed_error(&s, None)));
             }
             register(&mut s.event_waiters, cx.waker());
-            let driver = s.read.to_driver();
+            let driver = s.read.hand_to_driver();
             drop(s);
             if let Some(w) = driver {
                 w.wake();

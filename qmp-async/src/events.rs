@@ -179,7 +179,7 @@ impl Stream for EventStream {
         if !sub.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             sub.waker = Some(cx.waker().clone());
         }
-        let driver = s.read.to_driver();
+        let driver = s.read.hand_to_driver();
         drop(s);
         if let Some(w) = driver {
             w.wake();
@@ -229,7 +229,7 @@ impl Stream for Events<'_> {
             return Poll::Ready(None);
         }
         register(&mut s.event_waiters, cx.waker());
-        let driver = s.read.to_driver();
+        let driver = s.read.hand_to_driver();
         drop(s);
         if let Some(w) = driver {
             w.wake();

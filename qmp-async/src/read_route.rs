@@ -153,7 +153,7 @@ impl ReadRoute {
     /// Someone waits for an event: the role goes back to the driver (it routes events; a call
     /// holding the role might not be polled again while its task waits for that event). Returns
     /// the driver's waker if it must read now (the registration is spent).
-    pub(crate) fn to_driver(&mut self) -> Option<Waker> {
+    pub(crate) fn hand_to_driver(&mut self) -> Option<Waker> {
         self.holder.take()?;
         let driver = self.driver.clone()?;
         self.set_target(&driver);
