@@ -17,7 +17,7 @@ use qmp_async::{
 use qmp_proto::{CloseReason, Config, ErrorClass, Event, SubmitError};
 use qmp_qapi::qmp::{event, AddFd, Closefd, Getfd, QueryFdsets, QueryStatus, QueryVersion};
 use qmp_testkit::{
-    unclosed_cases, Emulator, Endpoint, FaultPeer, Qemu, QemuOptions, Step, GREETING,
+    negotiated, unclosed_cases, Emulator, Endpoint, FaultPeer, Qemu, QemuOptions, Step, GREETING,
 };
 use serde_json::{json, Value};
 use std::future::Future;
@@ -619,14 +619,6 @@ fn reply(id: impl Into<Value>, value: Value) -> Vec<u8> {
     let mut v = serde_json::to_vec(&json!({"return": value, "id": id})).unwrap();
     v.extend_from_slice(b"\r\n");
     v
-}
-
-fn negotiated(negotiation_id: &str) -> Vec<Step> {
-    vec![
-        Step::Send(GREETING.to_vec()),
-        Step::ReadLines(1),
-        Step::Send(reply(negotiation_id, json!({}))),
-    ]
 }
 
 /// A call times out (per-call and default timeouts); its late reply is discarded; the next works.

@@ -59,6 +59,16 @@ pub(crate) struct Reading {
     timeout: Option<Duration>,
 }
 
+impl Reading {
+    /// A fresh buffer; the socket's receive timeout as it starts (reads block).
+    fn new() -> Self {
+        Reading {
+            buf: ReadBuffer::new(),
+            timeout: None,
+        }
+    }
+}
+
 /// Who holds the role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Holder {
@@ -82,10 +92,7 @@ impl Role {
     pub(crate) fn new() -> Self {
         Role {
             holder: Holder::Nobody,
-            reading: Some(Reading {
-                buf: ReadBuffer::new(),
-                timeout: None,
-            }),
+            reading: Some(Reading::new()),
             epoch: 0,
             // The greeting is the reader thread's to read.
             wanted: true,
@@ -98,10 +105,7 @@ impl Role {
         if by == Holder::Caller {
             self.epoch += 1;
         }
-        self.reading.take().unwrap_or_else(|| Reading {
-            buf: ReadBuffer::new(),
-            timeout: None,
-        })
+        self.reading.take().unwrap_or_else(Reading::new)
     }
 
     fn put_back(&mut self, reading: Reading) {

@@ -5,7 +5,7 @@
 
 use qmp_blocking::qmp_proto::DecodeError;
 use qmp_blocking::{Client, Config, Error, Limits, ProtocolError, Warning};
-use qmp_testkit::{FaultPeer, Step, GREETING};
+use qmp_testkit::{negotiated, FaultPeer, Step, GREETING};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
@@ -19,11 +19,7 @@ fn config() -> Config {
 
 /// Greets, accepts negotiation (`t0`), then runs `rest`.
 fn peer(rest: Vec<Step>) -> FaultPeer {
-    let mut script = vec![
-        Step::Send(GREETING.to_vec()),
-        Step::ReadLines(1),
-        Step::Send(b"{\"return\": {}, \"id\": \"t0\"}\r\n".to_vec()),
-    ];
+    let mut script = negotiated("t0");
     script.extend(rest);
     FaultPeer::start(script)
 }

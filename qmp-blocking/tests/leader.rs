@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use qmp_blocking::Client;
-use qmp_testkit::{Emulator, FaultPeer, Qemu, QemuOptions, Step, GREETING};
+use qmp_testkit::{negotiated, Emulator, FaultPeer, Qemu, QemuOptions, Step};
 use serde_json::json;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,11 +16,7 @@ const T: Duration = Duration::from_secs(10);
 
 /// Greets and accepts negotiation (id `t0`), then runs `rest`.
 fn peer(rest: Vec<Step>) -> FaultPeer {
-    let mut script = vec![
-        Step::Send(GREETING.to_vec()),
-        Step::ReadLines(1),
-        Step::Send(b"{\"return\": {}, \"id\": \"t0\"}\r\n".to_vec()),
-    ];
+    let mut script = negotiated("t0");
     script.extend(rest);
     FaultPeer::start(script)
 }

@@ -189,6 +189,18 @@ impl Framer {
         }
     }
 
+    /// One byte `b` inside a string: an escape starts or ends, or the closing quote ends the string.
+    #[inline(always)]
+    fn string_byte(&mut self, b: u8) {
+        if self.escaped {
+            self.escaped = false;
+        } else if b == b'\\' {
+            self.escaped = true;
+        } else if b == b'"' {
+            self.in_string = false;
+        }
+    }
+
     /// Takes the bytes at the start of `chunk` that continue the current message without
     /// completing anything: no bracket at the start of a line, no close of the message, no limit
     /// reached. Returns how many it took; the rest goes through `feed_any`, which, as the framer
@@ -203,13 +215,7 @@ impl Framer {
                 return i;
             }
             if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
-                    self.in_string = false;
-                }
+                self.string_byte(b);
             } else {
                 match b {
                     b'"' => self.in_string = true,
@@ -399,13 +405,7 @@ impl Framer {
             }
             i += 1;
             if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
-                    self.in_string = false;
-                }
+                self.string_byte(b);
                 continue;
             }
             match b {

@@ -40,17 +40,24 @@ struct Parser<'a> {
     pos: usize,
 }
 
+impl<'a> Parser<'a> {
+    /// A parser at the start of `bytes`, which must be UTF-8.
+    fn new(bytes: &'a [u8]) -> Result<Self, JsonError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| JsonError {
+            offset: e.valid_up_to(),
+            reason: "invalid UTF-8",
+        })?;
+        Ok(Parser {
+            text,
+            bytes,
+            pos: 0,
+        })
+    }
+}
+
 /// Parses one JSON value (with optional surrounding whitespace) that nests at most `max_depth` deep.
 pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| JsonError {
-        offset: e.valid_up_to(),
-        reason: "invalid UTF-8",
-    })?;
-    let mut p = Parser {
-        text,
-        bytes,
-        pos: 0,
-    };
+    let mut p = Parser::new(bytes)?;
     let v = p.value(max_depth)?;
     p.skip_ws();
     if p.pos != bytes.len() {
@@ -67,15 +74,7 @@ pub(crate) fn parse_envelope(
     bytes: &[u8],
     max_depth: usize,
 ) -> Result<Option<Envelope>, JsonError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| JsonError {
-        offset: e.valid_up_to(),
-        reason: "invalid UTF-8",
-    })?;
-    let mut p = Parser {
-        text,
-        bytes,
-        pos: 0,
-    };
+    let mut p = Parser::new(bytes)?;
     p.skip_ws();
     let envelope = if p.peek() == Some(b'{') {
         p.pos += 1;

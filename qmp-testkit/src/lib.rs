@@ -436,6 +436,21 @@ pub enum Step {
 /// The QEMU 10.0.2 greeting line, with `oob` offered.
 pub const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"Debian 1:10.0.2+ds-2+deb13u1~bpo12+1\"}, \"capabilities\": [\"oob\"]}}\r\n";
 
+/// The opening of a [`FaultPeer`] script for a client configured with `negotiation_id`
+/// (`Config::negotiation_id`): the greeting, then, once `qmp_capabilities` has arrived, its
+/// success reply. The id is written as is, so it must be letters and digits.
+pub fn negotiated(negotiation_id: &str) -> Vec<Step> {
+    assert!(
+        negotiation_id.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "negotiation id {negotiation_id:?}: letters and digits only"
+    );
+    vec![
+        Step::Send(GREETING.to_vec()),
+        Step::ReadLines(1),
+        Step::Send(format!("{{\"return\": {{}}, \"id\": \"{negotiation_id}\"}}\r\n").into_bytes()),
+    ]
+}
+
 /// A scripted Unix-socket peer that injects faults QEMU will not produce (truncated messages,
 /// garbage, silence). It accepts one connection and runs its script on a thread; what the client
 /// sent is returned by [`FaultPeer::join`].
