@@ -141,7 +141,13 @@ impl Future for Call<'_> {
                 write_now(&mut s, cx, &mut wakeups);
             }
             let mut outcome = take_outcome(&mut s, *id);
+            // The waker this call left on its last poll: taken out while it reads, so that its
+            // own reply, routed by this very poll, wakes nobody. (Woken, a running task is polled
+            // again for nothing; tokio's multi-thread scheduler also wakes an idle worker for
+            // it.)
+            let mut own = None;
             if outcome.is_none() {
+                own = s.slots.get_mut(id).and_then(|slot| slot.waker.take());
                 // Waiting: this call takes the read role and reads, so its reply (and whatever
                 // else came) is routed here, with no wake of the driver task.
                 s.read.take(*id, cx.waker());
@@ -149,11 +155,12 @@ impl Future for Call<'_> {
                 outcome = take_outcome(&mut s, *id);
             }
             if outcome.is_none() {
-                // Registered after reading: a reply routed by this very poll wakes nobody.
+                // Still waiting: registered again, for whoever routes the reply later.
                 if let Some(slot) = s.slots.get_mut(id) {
-                    if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        slot.waker = Some(cx.waker().clone());
-                    }
+                    slot.waker = match own {
+                        Some(w) if w.will_wake(cx.waker()) => Some(w),
+                        _ => Some(cx.waker().clone()),
+                    };
                 }
             }
             match outcome {

@@ -532,6 +532,9 @@ fn a_waiting_call_reads_its_own_reply_without_waking_the_driver() {
             Poll::Ready(json!({ "k": k })),
             "read by the call itself: the driver was not polled"
         );
+        // Its own reply, routed by its own poll, woke nobody: a woken task would be polled
+        // again for nothing (and tokio's multi-thread scheduler wakes an idle worker for it).
+        assert_eq!(woken.wakes(), 1, "the call woke itself reading its reply");
     }
     assert_eq!(driver_wakes.wakes(), 0, "no round trip woke the driver");
     assert_eq!((client.pending(), client.waiting()), (0, 0));

@@ -109,9 +109,7 @@ impl Kind {
         let e = |e: &dyn std::fmt::Display| e.to_string();
         Ok(match self {
             Kind::Raw => Box::new(Raw::connect(path, IdStyle::One).map_err(|x| e(&x))?),
-            Kind::RawOurBytes => Box::new(
-                Raw::connect(path, IdStyle::Reused).map_err(|x| e(&x))?,
-            ),
+            Kind::RawOurBytes => Box::new(Raw::connect(path, IdStyle::Reused).map_err(|x| e(&x))?),
             Kind::Blocking => Box::new(Blocking(
                 qmp_blocking::Client::connect_unix(path).map_err(|x| e(&x))?,
             )),

@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo run --release --manifest-path bench/peers/Cargo.toml` (BENCHMARKS.md, "Peers").
 //! Options: `--quick` (few rounds, to try the harness), `--no-build` (skip the build phase);
-//! `memory [COUNT]` measures only the memory per idle connection.
+//! `memory [COUNT]` measures only the memory per idle connection; `tokio [ROUNDS]` compares
+//! qmp-tokio with raw tokio loops on each way a tokio program awaits.
 //!
 //! Not part of the qmp-rs workspace, so the peers never enter its dependency graph.
 
@@ -14,6 +15,7 @@ mod measure;
 mod qsd;
 mod rss;
 mod syscalls;
+mod tokio_floor;
 
 use contenders::{Contender, Kind, ALL};
 use measure::{load_average, sample, Rounds};
@@ -103,6 +105,14 @@ fn main() {
                     );
                 }
             }
+        }
+        Some("tokio") => {
+            // Where qmp-tokio's sequential rate goes: `tokio [ROUNDS [ONLY]]` (default 30 rounds,
+            // every contender).
+            tokio_floor::run(
+                args.get(1).map_or(30, |r| r.parse().expect("rounds")),
+                args.get(2).map(|o| o.parse().expect("contender row")),
+            );
         }
         Some("spin") => loop {
             std::hint::black_box(0u64.wrapping_add(1));
